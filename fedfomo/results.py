@@ -1,0 +1,121 @@
+"""Result files of a run, written as the run goes so that a crash loses nothing finished.
+
+Files in the run directory:
+
+- ``rounds.csv``: one row per round (accuracy mean/std over the round's clients, mean train
+  loss, time split, traffic);
+- ``clients.csv``: one row per (round, client) with the client's metrics, FedFomo's candidate
+  ids and raw weights included;
+- ``affinity/round_NNN.npy``: FedFomo's P after each round;
+- ``summary.json``: final personalized accuracy and run facts (written at the end);
+- ``config.yaml`` and ``partition.json`` are written by :mod:`fedfomo.simulation`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+log = logging.getLogger("fedfomo")
+
+ROUND_FIELDS = ("round", "num_clients", "mean_acc", "std_acc", "mean_train_loss", "eval_candidates_s",
+                "merge_s", "train_s", "test_s", "comm_overhead_s", "wall_s", "download_mb", "upload_mb")
+CLIENT_FIELDS = ("round", "cid", "test_acc", "test_loss", "train_loss", "eval_s", "merge_s", "train_s",
+                 "test_s", "reverted", "candidate_ids", "weights")
+
+
+def _append_csv(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+class RunRecorder:
+    """Collects per-round metrics and writes the run's result files.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        The run directory.
+    num_rounds : int
+        Rounds planned (for the progress bar).
+    workers : int
+        Clients computed in parallel; used to estimate the time not spent in client work.
+    progress : bool
+        Show a tqdm progress bar over rounds.
+    """
+
+    def __init__(self, out_dir: str | Path, num_rounds: int, workers: int, progress: bool = True) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.workers = max(1, workers)
+        self.rounds: list[dict] = []
+        self.final_acc: dict[int, float] = {}
+        self.bar = tqdm(total=num_rounds, desc="rounds", unit="round", disable=not progress, leave=False)
+
+    def log_round(self, server_round: int, client_metrics: list[dict], *, wall_s: float,
+                  download_mb: float, upload_mb: float) -> dict:
+        """Record one round: a rounds.csv row, clients.csv rows, a log line; returns the row."""
+        ms = sorted(client_metrics, key=lambda m: int(m["cid"]))
+        acc = np.array([float(m["test_acc"]) for m in ms])
+        times = {k: float(sum(float(m.get(k, 0.0)) for m in ms)) for k in ("eval_s", "merge_s", "train_s", "test_s")}
+        busy = sum(times.values()) / min(self.workers, max(1, len(ms)))
+        row = {
+            "round": server_round,
+            "num_clients": len(ms),
+            "mean_acc": float(acc.mean()),
+            "std_acc": float(acc.std()),
+            "mean_train_loss": float(np.mean([float(m["train_loss"]) for m in ms])),
+            "eval_candidates_s": times["eval_s"],
+            "merge_s": times["merge_s"],
+            "train_s": times["train_s"],
+            "test_s": times["test_s"],
+            "comm_overhead_s": max(0.0, wall_s - busy),
+            "wall_s": wall_s,
+            "download_mb": download_mb,
+            "upload_mb": upload_mb,
+        }
+        self.rounds.append(row)
+        _append_csv(self.out_dir / "rounds.csv", ROUND_FIELDS, [row])
+        _append_csv(self.out_dir / "clients.csv", CLIENT_FIELDS, [{"round": server_round, **m} for m in ms])
+        self.bar.update(1)
+        log.info("round %3d | acc %.4f +- %.4f | train loss %.4f | %.1f s", server_round, row["mean_acc"],
+                 row["std_acc"], row["mean_train_loss"], wall_s)
+        return row
+
+    def log_affinity(self, server_round: int, affinity: np.ndarray) -> None:
+        """Save FedFomo's P after ``server_round`` as ``affinity/round_NNN.npy``."""
+        folder = self.out_dir / "affinity"
+        folder.mkdir(exist_ok=True)
+        np.save(folder / f"round_{server_round:03d}.npy", affinity)
+
+    def log_final(self, accuracies: dict[int, float]) -> None:
+        """Record every client's final personalized test accuracy."""
+        self.final_acc = dict(sorted(accuracies.items()))
+        acc = np.array(list(self.final_acc.values()))
+        log.info("final | personalized test acc %.4f +- %.4f over %d clients", acc.mean(), acc.std(), len(acc))
+
+    def write_summary(self, facts: dict) -> dict:
+        """Write summary.json: ``facts`` plus the final and last-round accuracies."""
+        self.bar.close()
+        acc = np.array(list(self.final_acc.values()), dtype=float)
+        summary = {
+            **facts,
+            "final_mean_acc": float(acc.mean()) if len(acc) else None,
+            "final_std_acc": float(acc.std()) if len(acc) else None,
+            "per_client_final_acc": [float(a) for a in acc],
+            "last_round_mean_acc": self.rounds[-1]["mean_acc"] if self.rounds else None,
+            "last_round_std_acc": self.rounds[-1]["std_acc"] if self.rounds else None,
+            "rounds_completed": len(self.rounds),
+        }
+        with (self.out_dir / "summary.json").open("w") as f:
+            json.dump(summary, f, indent=2)
+        return summary

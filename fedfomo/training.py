@@ -1,0 +1,119 @@
+"""The one training loop and the one evaluation loop that every method shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fedfomo.data import normalize
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """SGD settings of local training.
+
+    Attributes
+    ----------
+    lr : float
+        Learning rate of this round (decay already applied).
+    momentum, weight_decay : float
+        SGD momentum and L2 weight decay.
+    batch_size : int
+        Mini-batch size.
+    """
+
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+
+
+def round_lr(base_lr: float, decay: float, server_round: int) -> float:
+    """Learning rate of round ``server_round`` (1-based): ``base_lr * decay ** (round - 1)``."""
+    return base_lr * decay ** (server_round - 1)
+
+
+def train(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    optim: OptimConfig,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    generator: torch.Generator,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+) -> float:
+    """Train ``model`` in place with mini-batch SGD.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Model to train.
+    x, y : torch.Tensor
+        uint8 images (N, C, H, W) and int64 labels; normalized per batch.
+    epochs : int
+        Passes over the data.
+    optim : OptimConfig
+        SGD settings.
+    mean, std : tuple of float
+        Normalization constants.
+    generator : torch.Generator
+        Seeded source of the batch order.
+    extra_loss : callable, optional
+        Added to every batch loss (e.g. a proximal term); receives the model.
+
+    Returns
+    -------
+    float
+        Mean training loss over all batches (nan when there is no data or ``epochs`` is 0).
+    """
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
+                          weight_decay=optim.weight_decay)
+    n = len(y)
+    total, batches = 0.0, 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, optim.batch_size):
+            idx = order[start:start + optim.batch_size]
+            out = model(normalize(x[idx], mean, std))
+            loss = F.cross_entropy(out, y[idx])
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+            batches += 1
+    return total / batches if batches else float("nan")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    batch_size: int = 1000,
+) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (a fraction in [0, 1]) of ``model`` on (x, y)."""
+    model.eval()
+    n = len(y)
+    if n == 0:
+        return float("nan"), float("nan")
+    loss_sum, correct = 0.0, 0
+    for start in range(0, n, batch_size):
+        xb = normalize(x[start:start + batch_size], mean, std)
+        yb = y[start:start + batch_size]
+        out = model(xb)
+        loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    return loss_sum / n, correct / n
