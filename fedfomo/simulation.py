@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -107,7 +109,8 @@ def _quiet_flower() -> None:
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    logging.getLogger("flwr").setLevel(logging.WARNING)
+    for name in ("flwr", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -126,6 +129,7 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
         The content of summary.json.
     """
     validate_config(cfg)
+    _quiet_flower()
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,7 +161,6 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
     factory = ClientFactory(method=cfg.method.name, dataset=cfg.dataset.name, root=root, splits=splits,
                             settings=settings, threads=cfg.sim.cpus_per_client)
 
-    _quiet_flower()
     from flwr.server import ServerConfig  # noqa: PLC0415
     from flwr.simulation import start_simulation  # noqa: PLC0415
 
@@ -181,8 +184,36 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
         "samples_per_client": cfg.samples_per_client,
         "num_models": cfg.fomo.num_models if cfg.method.name == "fedfomo" else None,
         "wall_time_s": time.perf_counter() - start,
+        "hardware": hardware_description(cfg.sim.cpus_per_client),
+        "git_commit": git_commit(),
     }
     return recorder.write_summary(facts)
+
+
+def hardware_description(threads: int) -> str:
+    """One line describing where the run happened (CPU model, cores, torch threads per client)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread(s) per client, torch {torch.__version__}, CPU"
+
+
+def git_commit() -> str | None:
+    """The code's git commit (with ``-dirty`` if it has uncommitted changes), or None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
 
 
 def _cancel_lingering_timers() -> None:
