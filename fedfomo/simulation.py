@@ -131,6 +131,7 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
     validate_config(cfg)
     _quiet_flower()
     start = time.perf_counter()
+    commit = git_commit()  # before the run: the code that produced the results
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -185,7 +186,7 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
         "num_models": cfg.fomo.num_models if cfg.method.name == "fedfomo" else None,
         "wall_time_s": time.perf_counter() - start,
         "hardware": hardware_description(cfg.sim.cpus_per_client),
-        "git_commit": git_commit(),
+        "git_commit": commit,
     }
     return recorder.write_summary(facts)
 
