@@ -54,6 +54,7 @@ class ClientSettings:
         Batch size of evaluation passes.
     distance : str
         FedFomo's parameter distance, ``l1`` or ``l2``.
+
     """
 
     model: str
@@ -127,7 +128,7 @@ class BaseClient(NumPyClient):
         """Keep what the method keeps and return what to upload (default: the trained model)."""
         return trained
 
-    def extra_loss(self, start: Weights):  # noqa: ANN201
+    def extra_loss(self, start: Weights):
         """Optional term added to every training batch's loss (None: plain cross-entropy)."""
         return None
 
@@ -163,14 +164,14 @@ class BaseClient(NumPyClient):
 class FedAvgClient(BaseClient):
     """FedAvg (McMahan et al., 2017): start every round from the server's global model."""
 
-    def personalize(self, parameters, config, commit):  # noqa: D102, ANN001, ANN201
+    def personalize(self, parameters, config, commit):  # noqa: D102
         return list(parameters), {}
 
 
 class LocalClient(BaseClient):
     """Local training only: the model never leaves the client; it is kept in client state."""
 
-    def personalize(self, parameters, config, commit):  # noqa: D102, ANN001, ANN201
+    def personalize(self, parameters, config, commit):  # noqa: D102
         own = self.load_state("local_model")
         return (own if own is not None else self.initial_weights()), {}
 
@@ -188,7 +189,7 @@ class FedFomoClient(BaseClient):
     the first federated update it is the common initial model.
     """
 
-    def personalize(self, parameters, config, commit):  # noqa: D102, ANN001, ANN201
+    def personalize(self, parameters, config, commit):  # noqa: D102
         ids = decode_ids(str(config.get("candidate_ids", "")))
         if not ids:  # nothing uploaded yet: start from the server's initial model
             return list(parameters), {"candidate_ids": "", "weights": "", "reverted": 0}

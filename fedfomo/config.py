@@ -53,6 +53,7 @@ def validate_config(cfg: DictConfig) -> None:
     ----------
     cfg : DictConfig
         The composed Hydra configuration.
+
     """
     _choice("dataset.name", cfg.dataset.name, DATASETS)
     _choice("partition.name", cfg.partition.name, PARTITIONS)

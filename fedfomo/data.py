@@ -32,7 +32,7 @@ _FOLDERS = {
     "mnist": ("MNIST/raw", ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
     "cifar10": ("cifar-10-batches-py",
-                tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)),
+                (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")),
     "cifar100": ("cifar-100-python", ("train", "test")),
 }
 
@@ -57,6 +57,7 @@ class ImageDataset:
         Number of classes.
     mean, std : tuple of float
         Per-channel normalization constants on the [0, 1] scale.
+
     """
 
     name: str
@@ -92,7 +93,7 @@ def _missing_files(name: str, root: Path) -> list[Path]:
 
 
 def _download(name: str, root: Path) -> None:
-    import torchvision  # noqa: PLC0415  (only needed for downloads)
+    import torchvision
 
     cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10,
            "cifar100": torchvision.datasets.CIFAR100}[name]
@@ -142,6 +143,7 @@ def load_dataset(name: str, root: str | None = None, download: bool = False) -> 
     DataNotFoundError
         If files are missing and ``download`` is false; the message says where it looked and how
         to fix it.
+
     """
     if name not in DATASETS:
         raise ValueError(f"dataset.name={name!r} is not supported; allowed: {', '.join(DATASETS)}")

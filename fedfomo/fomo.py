@@ -60,6 +60,7 @@ def select_candidates(
     -------
     list of int
         Chosen ids, own first if available, at most ``num_models`` of them.
+
     """
     chosen = [own] if own in available else []
     pool = [int(j) for j in available if j != own]
@@ -125,6 +126,7 @@ def fomo_merge(baseline: Weights, candidates: Sequence[Weights], raw: np.ndarray
         The new personalized model.
     reverted : bool
         True when no weight was positive and the baseline was kept (the paper's early stop).
+
     """
     w = normalized_weights(raw)
     if w is None:

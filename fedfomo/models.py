@@ -71,6 +71,7 @@ def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int, 
         Output size.
     seed : int
         Seed of the initial weights: the same seed gives the same model everywhere.
+
     """
     classes = {"cnn_authors": AuthorsCNN, "cnn_mcmahan": McMahanCNN}
     if name not in classes:

@@ -24,6 +24,7 @@ class ClientSplit:
         Disjoint indices into the official train split (local data, split train/val).
     test : np.ndarray
         Indices into the official test split, drawn with the client's own label distribution.
+
     """
 
     train: np.ndarray
@@ -57,6 +58,7 @@ def pathological_shards(
     -------
     list of np.ndarray
         Each client's indices into ``labels``, disjoint, sorted.
+
     """
     classes = np.unique(labels)
     num_classes = len(classes)
@@ -204,6 +206,7 @@ def make_partition(
     list of ClientSplit
         The test set of a client has ``len(local) * len(test_split) / len(train_split)`` images
         (the dataset's own test:train ratio) with the client's local label distribution.
+
     """
     rng = np.random.default_rng(seed)
     if kind == "pathological":
@@ -214,8 +217,8 @@ def make_partition(
         raise ValueError(f"partition.name={kind!r} is not supported; allowed: {', '.join(PARTITIONS)}")
     ratio = len(test_labels) / len(train_labels)
     splits = []
-    for idx in local:
-        idx = cap_samples(idx, samples_per_client, rng)
+    for part in local:
+        idx = cap_samples(part, samples_per_client, rng)
         train, val = train_val_split(idx, train_labels, val_ratio, rng)
         size = max(1, int(round(len(idx) * ratio)))
         test = matching_test_indices(train_labels[idx], test_labels, size, rng)

@@ -51,6 +51,7 @@ class RunRecorder:
         Clients computed in parallel; used to estimate the time not spent in client work.
     progress : bool
         Show a tqdm progress bar over rounds.
+
     """
 
     def __init__(self, out_dir: str | Path, num_rounds: int, workers: int, progress: bool = True) -> None:

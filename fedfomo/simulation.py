@@ -41,6 +41,7 @@ class ClientFactory:
         Client settings.
     threads : int
         Torch threads per client.
+
     """
 
     method: str
@@ -50,9 +51,9 @@ class ClientFactory:
     settings: object
     threads: int
 
-    def __call__(self, context):  # noqa: ANN001, ANN204
+    def __call__(self, context):
         """Flower's ``client_fn(context)``."""
-        from fedfomo.client import CLIENTS, ClientData  # noqa: PLC0415
+        from fedfomo.client import CLIENTS, ClientData
 
         torch.set_num_threads(self.threads)
         cid = int(context.node_config["partition-id"])
@@ -93,9 +94,9 @@ def build_partition(cfg: DictConfig, ds: ImageDataset) -> list[ClientSplit]:
         raise ConfigError(str(err)) from err
 
 
-def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunRecorder):  # noqa: ANN201
+def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunRecorder):
     """The configured method's Flower strategy."""
-    from fedfomo.strategy import STRATEGIES  # noqa: PLC0415
+    from fedfomo.strategy import STRATEGIES
 
     common = dict(num_clients=cfg.num_clients, num_rounds=cfg.num_rounds, participation=cfg.participation,
                   seed=cfg.seed, initial_weights=initial, recorder=recorder)
@@ -127,6 +128,7 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
     -------
     dict
         The content of summary.json.
+
     """
     validate_config(cfg)
     _quiet_flower()
@@ -146,7 +148,7 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
              np.mean([len(s.train) for s in splits]), np.mean([len(s.val) for s in splits]),
              np.mean([len(s.test) for s in splits]))
 
-    from fedfomo.client import ClientSettings  # noqa: PLC0415
+    from fedfomo.client import ClientSettings
 
     settings = ClientSettings(
         model=cfg.model, image_shape=ds.image_shape, num_classes=ds.num_classes, seed=cfg.seed,
@@ -162,8 +164,8 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
     factory = ClientFactory(method=cfg.method.name, dataset=cfg.dataset.name, root=root, splits=splits,
                             settings=settings, threads=cfg.sim.cpus_per_client)
 
-    from flwr.server import ServerConfig  # noqa: PLC0415
-    from flwr.simulation import start_simulation  # noqa: PLC0415
+    from flwr.server import ServerConfig
+    from flwr.simulation import start_simulation
 
     start_simulation(
         client_fn=factory,

@@ -64,6 +64,7 @@ class PersonalizedStrategy(Strategy):
         The common initial model.
     recorder : RunRecorder
         Receives one row per round and the final evaluation.
+
     """
 
     name = "base"
@@ -80,7 +81,7 @@ class PersonalizedStrategy(Strategy):
         self._round_start = 0.0
         self._download_bytes = 0
 
-    def __repr__(self) -> str:  # noqa: D105
+    def __repr__(self) -> str:
         return f"{type(self).__name__}(num_clients={self.num_clients})"
 
     # -- method hooks ------------------------------------------------------------------------
@@ -170,10 +171,10 @@ class FedAvgStrategy(PersonalizedStrategy):
 
     name = "fedavg"
 
-    def download(self, cid, server_round, parameters):  # noqa: D102, ANN001, ANN201
+    def download(self, cid, server_round, parameters):  # noqa: D102
         return parameters_to_ndarrays(parameters), {}
 
-    def aggregate(self, server_round, uploads):  # noqa: D102, ANN001, ANN201
+    def aggregate(self, server_round, uploads):  # noqa: D102
         return weighted_average([(w, n) for w, n, _ in uploads.values()])
 
 
@@ -191,10 +192,10 @@ class LocalStrategy(PersonalizedStrategy):
 
     name = "local"
 
-    def download(self, cid, server_round, parameters):  # noqa: D102, ANN001, ANN201
+    def download(self, cid, server_round, parameters):  # noqa: D102
         return [], {}
 
-    def aggregate(self, server_round, uploads):  # noqa: D102, ANN001, ANN201
+    def aggregate(self, server_round, uploads):  # noqa: D102
         return None
 
 
@@ -209,6 +210,7 @@ class FedFomoStrategy(PersonalizedStrategy):
         Exploration schedule, see :func:`fedfomo.fomo.epsilon_at`.
     **kwargs
         See :class:`PersonalizedStrategy`.
+
     """
 
     name = "fedfomo"
@@ -229,7 +231,7 @@ class FedFomoStrategy(PersonalizedStrategy):
             self._rng = np.random.default_rng([self.seed, 2, server_round])
         return self._rng
 
-    def download(self, cid, server_round, parameters):  # noqa: D102, ANN001, ANN201
+    def download(self, cid, server_round, parameters):  # noqa: D102
         if not self.store:
             return parameters_to_ndarrays(parameters), {"candidate_ids": ""}
         eps = fomo.epsilon_at(self.epsilon, self.epsilon_decay, server_round)
@@ -237,7 +239,7 @@ class FedFomoStrategy(PersonalizedStrategy):
                                      self._rng_for(server_round))
         return concat_models([self.store[j] for j in ids]), {"candidate_ids": encode_ids(ids)}
 
-    def aggregate(self, server_round, uploads):  # noqa: D102, ANN001, ANN201
+    def aggregate(self, server_round, uploads):  # noqa: D102
         for cid in sorted(uploads):
             _, _, metrics = uploads[cid]
             ids = decode_ids(str(metrics.get("candidate_ids", "")))
@@ -245,7 +247,6 @@ class FedFomoStrategy(PersonalizedStrategy):
                 self.affinity = fomo.update_affinity(self.affinity, cid, ids, decode_floats(str(metrics["weights"])))
         for cid, (weights, _, _) in uploads.items():
             self.store[cid] = weights
-        return None
 
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_affinity(server_round, self.affinity)

@@ -24,6 +24,7 @@ class OptimConfig:
         SGD momentum and L2 weight decay.
     batch_size : int
         Mini-batch size.
+
     """
 
     lr: float
@@ -72,6 +73,7 @@ def train(
     -------
     float
         Mean training loss over all batches (nan when there is no data or ``epochs`` is 0).
+
     """
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,

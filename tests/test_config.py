@@ -1,0 +1,89 @@
+"""Bad input: one line naming the key and what is allowed, non-zero exit, before any work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from fedfomo.config import ConfigError, validate_config
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def _cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_default_config_is_valid():
+    validate_config(_cfg())
+    cfg = _cfg()
+    assert (cfg.dataset.name, cfg.partition.name, cfg.method.name) == ("cifar10", "pathological", "fedfomo")
+    assert (cfg.num_clients, cfg.num_rounds, cfg.local_epochs, cfg.fomo.num_models) == (15, 20, 5, 5)
+    assert (cfg.optim.lr, cfg.optim.batch_size, cfg.participation) == (0.1, 50, 1.0)
+    assert _cfg("dataset=mnist").optim.lr == 0.01
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key", "allowed"),
+    [
+        (["fomo.num_models=0"], "fomo.num_models", "1..15"),
+        (["fomo.num_models=16"], "fomo.num_models", "1..15"),
+        (["fomo.epsilon=1.5"], "fomo.epsilon", "[0.0, 1.0]"),
+        (["fomo.epsilon=-0.1"], "fomo.epsilon", "[0.0, 1.0]"),
+        (["fomo.epsilon_decay=2"], "fomo.epsilon_decay", "[0.0, 1.0]"),
+        (["val_ratio=0"], "val_ratio", "(0.0, 1.0)"),
+        (["val_ratio=1"], "val_ratio", "(0.0, 1.0)"),
+        (["participation=0"], "participation", "(0.0, 1.0]"),
+        (["participation=1.2"], "participation", "(0.0, 1.0]"),
+        (["partition.classes_per_client=11"], "partition.classes_per_client", "1..10"),
+        (["partition.classes_per_client=0"], "partition.classes_per_client", "1..10"),
+        (["dataset.name=svhn"], "dataset.name", "mnist, cifar10, cifar100"),
+        (["method.name=scaffold"], "method.name", "fedfomo, fedavg, local"),
+        (["partition.name=dirichlet"], "partition.name", "pathological, iid"),
+        (["fomo.distance=cosine"], "fomo.distance", "l1, l2"),
+        (["model=resnet"], "model", "cnn_authors, cnn_mcmahan"),
+    ],
+)
+def test_bad_values_name_key_and_allowed(overrides, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        validate_config(_cfg(*overrides))
+    msg = str(err.value)
+    assert "\n" not in msg and key in msg and allowed in msg
+
+
+def test_cli_exits_nonzero_with_one_line_before_any_work(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedfomo.main", "fomo.num_models=99", f"hydra.run.dir={tmp_path}/run",
+         f"dataset.root={tmp_path}/nodata"],
+        capture_output=True, text=True, timeout=120, cwd=Path(CONF).parent,
+    )
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert lines == ["error: fomo.num_models=99 is out of range; allowed: 1..15"]
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_cli_unknown_group_option_lists_allowed(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedfomo.main", "method=scaffold", f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True, text=True, timeout=120, cwd=Path(CONF).parent,
+    )
+    assert proc.returncode != 0
+    assert "method" in proc.stderr and "fedavg" in proc.stderr and "fedfomo" in proc.stderr
+
+
+def test_cli_missing_data_says_where_and_how(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedfomo.main", "dataset=mnist", f"dataset.root={tmp_path}/nodata",
+         f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True, text=True, timeout=120, cwd=Path(CONF).parent,
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert err.count("\n") == 0
+    assert str(tmp_path / "nodata") in err and "dataset.download=true" in err and "dataset.root" in err
