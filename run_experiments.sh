@@ -5,20 +5,22 @@
 #
 #   bash run_experiments.sh                  # everything below, full scale (hours on a CPU)
 #   bash run_experiments.sh table1_mnist     # one experiment
-#   SCALE="samples_per_client=1000" bash run_experiments.sh table1_cifar10   # scaled down
+#   SCALE="samples_per_client=1000" TAG=spc1000 bash run_experiments.sh table1_cifar10   # scaled down
 #
-# Extra Hydra overrides for every run go into $SCALE (e.g. "num_rounds=5 samples_per_client=500").
+# Extra Hydra overrides for every run go into $SCALE (e.g. "num_rounds=5 samples_per_client=500");
+# $TAG is appended to the results folder name so that scaled-down runs never mix with full ones.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
 SCALE=${SCALE:-}
+TAG=${TAG:-}
 
 sweep() {  # sweep NAME OVERRIDES...
   local name=$1; shift
   # shellcheck disable=SC2086
   "$PY" -m fedfomo.main --multirun "$@" $SCALE \
-    "hydra.sweep.dir=results/$name" "hydra.sweep.subdir=\${method.name}_M\${fomo.num_models}_s\${seed}"
+    "hydra.sweep.dir=results/$name${TAG:+_$TAG}" "hydra.sweep.subdir=\${method.name}_M\${fomo.num_models}_s\${seed}"
 }
 
 # Table 1, MNIST, 15 clients, 100% participation, 20 rounds, E=5.
