@@ -167,6 +167,8 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
     from flwr.server import ServerConfig
     from flwr.simulation import start_simulation
 
+    _quiet_flower()  # importing flwr resets its logger's level
+
     start_simulation(
         client_fn=factory,
         num_clients=cfg.num_clients,
