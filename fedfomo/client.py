@@ -16,10 +16,10 @@ import torch
 from flwr.client import NumPyClient
 from flwr.common import ArrayRecord, RecordDict
 
-from fedfomo import fomo
+from fedfomo import baselines, fomo
 from fedfomo.messages import decode_ids, encode_floats, encode_ids, split_models
 from fedfomo.models import build_model, get_weights, set_weights
-from fedfomo.training import OptimConfig, evaluate, round_lr, train
+from fedfomo.training import OptimConfig, batch_indices, evaluate, round_lr, train
 
 Weights = list[np.ndarray]
 
@@ -54,6 +54,8 @@ class ClientSettings:
         Batch size of evaluation passes.
     distance : str
         FedFomo's parameter distance, ``l1`` or ``l2``.
+    method_params : dict, optional
+        The method's own settings (its config block, e.g. ``{"mu": 0.01}`` for FedProx).
 
     """
 
@@ -71,13 +73,16 @@ class ClientSettings:
     batch_size: int
     eval_batch_size: int = 1000
     distance: str = "l1"
+    method_params: dict | None = None
 
 
 class BaseClient(NumPyClient):
     """The round skeleton shared by all methods.
 
     Subclasses implement :meth:`personalize` (the federated update) and may override
-    :meth:`after_training` (what is kept and what is uploaded).
+    :meth:`after_training` (what is kept and what is uploaded), :meth:`extra_loss` (a term added
+    to the shared loop's loss), and, for methods with their own local loop,
+    :meth:`training_start` and :meth:`local_training`.
     """
 
     def __init__(self, cid: int, data: ClientData, settings: ClientSettings, state: RecordDict) -> None:
@@ -87,6 +92,7 @@ class BaseClient(NumPyClient):
         self.state = state
         self.model = build_model(settings.model, settings.image_shape, settings.num_classes, settings.seed)
         self.num_arrays = len(self.model.state_dict())
+        self.hp = dict(settings.method_params or {})
 
     # -- helpers -----------------------------------------------------------------------------
     def initial_weights(self) -> Weights:
@@ -108,9 +114,9 @@ class BaseClient(NumPyClient):
         set_weights(self.model, weights)
         return evaluate(self.model, x, y, mean=self.s.mean, std=self.s.std, batch_size=self.s.eval_batch_size)
 
-    def generator(self, server_round: int) -> torch.Generator:
-        """Seeded batch-order generator for (seed, client, round)."""
-        seq = np.random.SeedSequence([self.s.seed, self.cid, server_round])
+    def generator(self, server_round: int, stream: int = 0) -> torch.Generator:
+        """Seeded batch-order generator for (seed, client, round); ``stream`` > 0 gives independent ones."""
+        seq = np.random.SeedSequence([self.s.seed, self.cid, server_round] + ([stream] if stream else []))
         return torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
     # -- method hooks ------------------------------------------------------------------------
@@ -132,6 +138,22 @@ class BaseClient(NumPyClient):
         """Optional term added to every training batch's loss (None: plain cross-entropy)."""
         return None
 
+    def training_start(self, parameters: Weights, personalized: Weights) -> Weights:
+        """The model local training starts from (default: the personalized model just evaluated)."""
+        return personalized
+
+    def local_training(self, server_round: int, start: Weights) -> float:
+        """Train ``self.model`` in place for the round; return the mean training loss.
+
+        Default: E epochs of the shared :func:`fedfomo.training.train` loop, with
+        :meth:`extra_loss` built from ``start`` (the personalized model).
+        """
+        optim = OptimConfig(lr=round_lr(self.s.lr, self.s.lr_decay, server_round), momentum=self.s.momentum,
+                            weight_decay=self.s.weight_decay, batch_size=self.s.batch_size)
+        return train(self.model, self.data.train_x, self.data.train_y, epochs=self.s.local_epochs,
+                     optim=optim, mean=self.s.mean, std=self.s.std, generator=self.generator(server_round),
+                     extra_loss=self.extra_loss(start))
+
     # -- Flower API ----------------------------------------------------------------------------
     def fit(self, parameters: Weights, config: dict) -> tuple[Weights, int, dict]:
         """Federated update, test evaluation of the personalized model, E epochs, upload."""
@@ -140,12 +162,8 @@ class BaseClient(NumPyClient):
         t0 = time.perf_counter()
         test_loss, test_acc = self.loss_on(start, self.data.test_x, self.data.test_y)
         t1 = time.perf_counter()
-        set_weights(self.model, start)
-        optim = OptimConfig(lr=round_lr(self.s.lr, self.s.lr_decay, rnd), momentum=self.s.momentum,
-                            weight_decay=self.s.weight_decay, batch_size=self.s.batch_size)
-        train_loss = train(self.model, self.data.train_x, self.data.train_y, epochs=self.s.local_epochs,
-                           optim=optim, mean=self.s.mean, std=self.s.std, generator=self.generator(rnd),
-                           extra_loss=self.extra_loss(start))
+        set_weights(self.model, self.training_start(parameters, start))
+        train_loss = self.local_training(rnd, start)
         t2 = time.perf_counter()
         upload = self.after_training(get_weights(self.model))
         metrics.update(cid=self.cid, test_acc=test_acc, test_loss=test_loss, train_loss=train_loss,
@@ -211,8 +229,172 @@ class FedFomoClient(BaseClient):
                         "reverted": int(reverted), "eval_s": t1 - t0, "merge_s": t2 - t1}
 
 
+class FedProxClient(FedAvgClient):
+    """FedProx (Li et al., "Federated Optimization in Heterogeneous Networks", MLSys 2020).
+
+    FedAvg whose local objective adds the proximal term ``mu / 2 * ||w - w^t||^2`` to every
+    batch loss, w^t the global model the round started from (``method_params["mu"]``).
+    """
+
+    def extra_loss(self, start: Weights):  # noqa: D102
+        mu = float(self.hp["mu"])
+        if mu == 0.0:
+            return None
+        keys = list(self.model.state_dict())
+        names = {n for n, _ in self.model.named_parameters()}
+        anchor = {k: torch.from_numpy(np.asarray(w)) for k, w in zip(keys, start) if k in names}
+        return lambda model: baselines.proximal_term(model.named_parameters(), anchor, mu)
+
+
+class PartialSharingClient(BaseClient):
+    """Partial sharing: the layers named by ``method_params["shared_layers"]`` are federated, the rest stay.
+
+    One mechanism, two methods, differing only in the split (name prefixes of state_dict keys):
+
+    - LG-FedAvg (Liang et al., "Think Locally, Act Globally: Federated Learning with Local and
+      Global Representations", 2020): local representation layers (conv, fc1) stay on the
+      client, the global head (fc2) is averaged;
+    - FedPer (Arivazhagan et al., "Federated Learning with Personalization Layers", 2019): base
+      layers (conv, fc1) are averaged, the personalization head (fc2) stays on the client.
+
+    The personalized model is the downloaded shared layers plus this client's kept layers (the
+    common initial ones before its first round). The whole model is trained locally; the kept
+    layers are saved in client state and only the shared ones are uploaded.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.mask = baselines.layer_mask(list(self.model.state_dict()), list(self.hp["shared_layers"]))
+
+    def personalize(self, parameters, config, commit):  # noqa: D102
+        kept = self.load_state("kept_layers")
+        if kept is None:
+            _, kept = baselines.split_by_mask(self.initial_weights(), self.mask)
+        return baselines.merge_by_mask(list(parameters), kept, self.mask), {}
+
+    def after_training(self, trained: Weights) -> Weights:  # noqa: D102
+        shared, kept = baselines.split_by_mask(trained, self.mask)
+        self.save_state("kept_layers", kept)
+        return shared
+
+
+class _FunctionalLoopClient(BaseClient):
+    """Helpers of methods with their own local loop over the shared batches (Per-FedAvg, pFedMe)."""
+
+    def params_of(self, weights: Weights) -> list[torch.Tensor]:
+        """The parameter tensors of ``weights`` (state_dict order) in ``named_parameters`` order."""
+        by_key = dict(zip(self.model.state_dict(), weights))
+        return [torch.from_numpy(np.array(by_key[n], dtype=np.float32)) for n, _ in self.model.named_parameters()]
+
+    def weights_of(self, params: list[torch.Tensor], base: Weights) -> Weights:
+        """``base`` (state_dict order) with its parameters replaced by ``params``."""
+        new = {n: p.detach().numpy() for (n, _), p in zip(self.model.named_parameters(), params)}
+        return [np.ascontiguousarray(new.get(k, w)) for k, w in zip(self.model.state_dict(), base)]
+
+    def grad_fn(self) -> baselines.GradFn:
+        """Cross-entropy gradient oracle on this client's model (with the shared weight decay)."""
+        return baselines.make_grad_fn(self.model, self.s.mean, self.s.std, self.s.weight_decay)
+
+    def train_batch(self, server_round: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One seeded batch of local training data for the round's personalization step."""
+        n = len(self.data.train_y)
+        idx = torch.randperm(n, generator=self.generator(server_round, stream=1))[: self.s.batch_size]
+        return self.data.train_x[idx], self.data.train_y[idx]
+
+    def epoch_batches(self, server_round: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The round's E epochs of batches, in the shared loop's seeded order."""
+        g = self.generator(server_round)
+        return [(self.data.train_x[i], self.data.train_y[i])
+                for i in batch_indices(len(self.data.train_y), self.s.batch_size, self.s.local_epochs, g)]
+
+    def load_params(self, params: list[torch.Tensor]) -> None:
+        """Write ``params`` into ``self.model`` (what :meth:`fit` uploads)."""
+        set_weights(self.model, self.weights_of(params, get_weights(self.model)))
+
+
+class PerFedAvgClient(_FunctionalLoopClient):
+    """Per-FedAvg (FO) (Fallah et al., NeurIPS 2020), first-order MAML local meta-updates.
+
+    Paper: "Personalized Federated Learning with Theoretical Guarantees: A Model-Agnostic
+    Meta-Learning Approach". Local training: for consecutive pairs (D, D') of the shared loop's batches,
+    ``w <- w - beta * grad f(w - alpha * grad f(w; D); D')`` (first-order MAML; a leftover odd
+    batch serves as both D and D'). beta follows the shared lr decay; alpha is constant. The
+    personalized model evaluated is the global model after one gradient step of size alpha on
+    one local training batch (``method_params``: ``alpha``, ``beta``).
+    """
+
+    def personalize(self, parameters, config, commit):  # noqa: D102
+        if len(self.data.train_y) == 0:
+            return list(parameters), {}
+        batch = self.train_batch(int(config.get("server_round", 0)))
+        theta, _ = baselines.gradient_step(self.params_of(list(parameters)), self.grad_fn(), batch,
+                                           float(self.hp["alpha"]))
+        return self.weights_of(theta, list(parameters)), {}
+
+    def training_start(self, parameters, personalized):  # noqa: D102
+        return list(parameters)
+
+    def local_training(self, server_round, start):  # noqa: D102
+        alpha = float(self.hp["alpha"])
+        beta = round_lr(float(self.hp["beta"]), self.s.lr_decay, server_round)
+        batches = self.epoch_batches(server_round)
+        pairs = list(zip(batches[0::2], batches[1::2]))
+        if len(batches) % 2:
+            pairs.append((batches[-1], batches[-1]))
+        params, grad_fn, losses = self.params_of(get_weights(self.model)), self.grad_fn(), []
+        for inner, outer in pairs:
+            params, loss = baselines.perfedavg_fo_step(params, grad_fn, inner, outer, alpha=alpha, beta=beta)
+            losses.append(loss)
+        self.load_params(params)
+        return float(np.mean(losses)) if losses else float("nan")
+
+
+class PFedMeClient(_FunctionalLoopClient):
+    """pFedMe (T. Dinh et al., "Personalized Federated Learning with Moreau Envelopes", NeurIPS 2020).
+
+    The personalized model is ``theta(w) = argmin f(theta) + lambda / 2 ||theta - w||^2``,
+    solved approximately by K gradient steps (personal lr) on one local batch, from the global
+    model w. Local training: for each of the shared loop's batches, update theta by K steps on
+    that batch (warm-started from the previous theta) and move the local model
+    ``w <- w - lr * lambda * (w - theta)``; w is uploaded (lr follows the shared lr decay).
+    ``method_params``: ``lambda``, ``inner_steps`` (K), ``personal_lr``, ``lr``.
+    """
+
+    def _solve(self, theta, anchor, batch, grad_fn):
+        return baselines.pfedme_inner_solve(theta, anchor, grad_fn, batch, lam=float(self.hp["lambda"]),
+                                            lr=float(self.hp["personal_lr"]), steps=int(self.hp["inner_steps"]))
+
+    def personalize(self, parameters, config, commit):  # noqa: D102
+        if len(self.data.train_y) == 0:
+            return list(parameters), {}
+        w = self.params_of(list(parameters))
+        theta, _ = self._solve(w, w, self.train_batch(int(config.get("server_round", 0))), self.grad_fn())
+        return self.weights_of(theta, list(parameters)), {}
+
+    def training_start(self, parameters, personalized):  # noqa: D102
+        return list(parameters)
+
+    def local_training(self, server_round, start):  # noqa: D102
+        lam = float(self.hp["lambda"])
+        eta = round_lr(float(self.hp["lr"]), self.s.lr_decay, server_round)
+        w = self.params_of(get_weights(self.model))
+        theta, grad_fn, losses = list(w), self.grad_fn(), []
+        for batch in self.epoch_batches(server_round):
+            theta, loss = self._solve(theta, w, batch, grad_fn)
+            w = baselines.pfedme_local_update(w, theta, lam=lam, lr=eta)
+            losses.append(loss)
+        self.load_params(w)
+        return float(np.mean(losses)) if losses else float("nan")
+
+
 CLIENTS: dict[str, type[BaseClient]] = {
     "fedavg": FedAvgClient,
     "local": LocalClient,
     "fedfomo": FedFomoClient,
+    "fedprox": FedProxClient,
+    "fedavg_data": FedAvgClient,  # Zhao et al. 2018: FedAvg; the shared data G is in its train set
+    "lg_fedavg": PartialSharingClient,
+    "fedper": PartialSharingClient,
+    "perfedavg": PerFedAvgClient,
+    "pfedme": PFedMeClient,
 }

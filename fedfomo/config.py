@@ -6,14 +6,14 @@ and what is allowed.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fedfomo.data import DATASETS
 from fedfomo.fomo import DISTANCES
-from fedfomo.models import MODELS
+from fedfomo.models import MODELS, state_keys
 from fedfomo.partition import PARTITIONS
 
-METHODS = ("fedfomo", "fedavg", "local")
+METHODS = ("fedfomo", "fedavg", "local", "fedprox", "fedavg_data", "lg_fedavg", "fedper", "perfedavg", "pfedme")
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
@@ -75,10 +75,58 @@ def validate_config(cfg: DictConfig) -> None:
     _float("optim.weight_decay", cfg.optim.weight_decay, 0.0, float("inf"))
     _int("optim.batch_size", cfg.optim.batch_size, 1)
     _int("optim.eval_batch_size", cfg.optim.eval_batch_size, 1)
-    _int("fomo.num_models", cfg.fomo.num_models, 1, n)
+    _int("fomo.num_models", cfg.fomo.num_models, 1, n if cfg.method.name == "fedfomo" else None)
     _float("fomo.epsilon", cfg.fomo.epsilon, 0.0, 1.0)
     _float("fomo.epsilon_decay", cfg.fomo.epsilon_decay, 0.0, 1.0)
     _choice("fomo.distance", cfg.fomo.distance, DISTANCES)
     _int("sim.cpus_per_client", cfg.sim.cpus_per_client, 1)
     if cfg.sim.num_cpus is not None:
         _int("sim.num_cpus", cfg.sim.num_cpus, 1)
+    _validate_method(cfg)
+
+
+def _get(cfg: DictConfig, key: str) -> object:
+    """``cfg[key]`` (dotted); a missing method block says how to select the method."""
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None:
+        name = key.split(".", maxsplit=1)[0]
+        raise ConfigError(f"{key} is missing; select the method with method={name} (conf/method/{name}.yaml)")
+    return value
+
+
+def _layers(key: str, value: object, model: str) -> None:
+    keys = state_keys(model)
+    layers = sorted({k.split(".")[0] for k in keys})
+    allowed = (f"a non-empty list of name prefixes of {model}'s layers ({', '.join(layers)}) "
+               f"that leaves at least one layer on the client")
+    if not isinstance(value, (list, tuple, ListConfig)) or not value:
+        raise ConfigError(f"{key}={value!r} is not supported; allowed: {allowed}")
+    prefixes = list(value)
+    if not all(isinstance(p, str) and p and any(k.startswith(p) for k in keys) for p in prefixes):
+        raise ConfigError(f"{key}={prefixes!r} is not supported; allowed: {allowed}")
+    if all(any(k.startswith(p) for p in prefixes) for k in keys):
+        raise ConfigError(f"{key}={prefixes!r} shares every layer; allowed: {allowed}")
+
+
+def _validate_method(cfg: DictConfig) -> None:
+    """The selected comparison method's own settings (its top-level block)."""
+    name = cfg.method.name
+    inf = float("inf")
+    if name == "fedprox":
+        _float("fedprox.mu", _get(cfg, "fedprox.mu"), 0.0, inf)
+    elif name == "fedavg_data":
+        _float("fedavg_data.shared_fraction", _get(cfg, "fedavg_data.shared_fraction"), 0.0, 1.0, low_open=True)
+    elif name in ("lg_fedavg", "fedper"):
+        _layers(f"{name}.shared_layers", _get(cfg, f"{name}.shared_layers"), cfg.model)
+    elif name == "perfedavg":
+        _float("perfedavg.alpha", _get(cfg, "perfedavg.alpha"), 0.0, inf, low_open=True)
+        _float("perfedavg.beta", _get(cfg, "perfedavg.beta"), 0.0, inf, low_open=True)
+    elif name == "pfedme":
+        lam = _float("pfedme.lambda", _get(cfg, "pfedme.lambda"), 0.0, inf, low_open=True)
+        _int("pfedme.inner_steps", _get(cfg, "pfedme.inner_steps"), 1)
+        # the inner steps contract towards w only if personal_lr * lambda < 2
+        _float("pfedme.personal_lr", _get(cfg, "pfedme.personal_lr"), 0.0, 2.0 / lam, low_open=True,
+               high_open=True)
+        # w <- w - lr * lambda * (w - theta) must not overshoot theta: lr * lambda <= 1
+        _float("pfedme.lr", _get(cfg, "pfedme.lr"), 0.0, 1.0 / lam, low_open=True)
+        _float("pfedme.beta", _get(cfg, "pfedme.beta"), 0.0, 2.0, low_open=True)

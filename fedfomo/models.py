@@ -82,6 +82,14 @@ def build_model(name: str, image_shape: tuple[int, int, int], num_classes: int, 
     return model.to(memory_format=torch.channels_last)
 
 
+def state_keys(name: str) -> list[str]:
+    """The state_dict keys of model ``name``, in order (they do not depend on image size or classes)."""
+    classes = {"cnn_authors": AuthorsCNN, "cnn_mcmahan": McMahanCNN}
+    if name not in classes:
+        raise ValueError(f"model={name!r} is not supported; allowed: {', '.join(MODELS)}")
+    return list(classes[name](1, 32, 2).state_dict().keys())
+
+
 def get_weights(model: nn.Module) -> list[np.ndarray]:
     """The model's state (parameters and buffers) as a list of numpy arrays, in state_dict order."""
     return [v.detach().cpu().numpy().copy() for v in model.state_dict().values()]

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from fedfomo.baselines import method_params, strategy_options
 from fedfomo.config import ConfigError, validate_config
 from fedfomo.data import ImageDataset, load_dataset
 from fedfomo.models import build_model, get_weights
 from fedfomo.partition import ClientSplit, label_counts, make_partition
 from fedfomo.results import RunRecorder
+from fedfomo.shared_data import shared_train_indices, with_shared_train
 
 log = logging.getLogger("fedfomo")
 
@@ -41,6 +43,9 @@ class ClientFactory:
         Client settings.
     threads : int
         Torch threads per client.
+    shared_train : np.ndarray, optional
+        Indices (official train split) added to every client's train set, e.g. the shared data
+        of ``fedavg_data`` (:mod:`fedfomo.shared_data`); never to val or test.
 
     """
 
@@ -50,6 +55,7 @@ class ClientFactory:
     splits: list[ClientSplit]
     settings: object
     threads: int
+    shared_train: np.ndarray | None = None
 
     def __call__(self, context):
         """Flower's ``client_fn(context)``."""
@@ -58,7 +64,7 @@ class ClientFactory:
         torch.set_num_threads(self.threads)
         cid = int(context.node_config["partition-id"])
         ds = load_dataset(self.dataset, self.root)
-        sp = self.splits[cid]
+        sp = with_shared_train(self.splits[cid], self.shared_train)
         data = ClientData(
             train_x=ds.train_x[sp.train], train_y=ds.train_y[sp.train],
             val_x=ds.train_x[sp.val], val_y=ds.train_y[sp.val],
@@ -103,7 +109,7 @@ def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunReco
     if cfg.method.name == "fedfomo":
         return STRATEGIES["fedfomo"](num_models=cfg.fomo.num_models, epsilon=cfg.fomo.epsilon,
                                      epsilon_decay=cfg.fomo.epsilon_decay, **common)
-    return STRATEGIES[cfg.method.name](**common)
+    return STRATEGIES[cfg.method.name](**strategy_options(cfg), **common)
 
 
 def _quiet_flower() -> None:
@@ -155,14 +161,21 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
         mean=ds.mean, std=ds.std, local_epochs=cfg.local_epochs, lr=cfg.optim.lr,
         lr_decay=cfg.optim.lr_decay, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
         batch_size=cfg.optim.batch_size, eval_batch_size=cfg.optim.eval_batch_size, distance=cfg.fomo.distance,
+        method_params=method_params(cfg),
     )
+    try:
+        shared = shared_train_indices(cfg, ds.train_y.numpy(), splits)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if shared is not None:
+        log.info("shared data: %d training images added to every client's train set", len(shared))
     initial = get_weights(build_model(cfg.model, ds.image_shape, ds.num_classes, cfg.seed))
     num_cpus = cfg.sim.num_cpus or os.cpu_count() or 1
     workers = max(1, num_cpus // cfg.sim.cpus_per_client)
     recorder = RunRecorder(out, cfg.num_rounds, workers=min(workers, cfg.num_clients), progress=cfg.sim.progress)
     strategy = build_strategy(cfg, initial, recorder)
     factory = ClientFactory(method=cfg.method.name, dataset=cfg.dataset.name, root=root, splits=splits,
-                            settings=settings, threads=cfg.sim.cpus_per_client)
+                            settings=settings, threads=cfg.sim.cpus_per_client, shared_train=shared)
 
     from flwr.server import ServerConfig
     from flwr.simulation import start_simulation

@@ -25,7 +25,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from fedfomo import fomo
+from fedfomo import baselines, fomo
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_ids
 from fedfomo.results import RunRecorder
 
@@ -252,8 +252,68 @@ class FedFomoStrategy(PersonalizedStrategy):
         self.recorder.log_affinity(server_round, self.affinity)
 
 
+class PartialSharingStrategy(FedAvgStrategy):
+    """LG-FedAvg / FedPer server: FedAvg over the shared layers only.
+
+    Only the shared state_dict entries travel: clients download the averaged shared layers and
+    upload their trained shared layers, which are averaged weighted by train size; every other
+    layer stays on its client (see :class:`fedfomo.client.PartialSharingClient`).
+
+    Parameters
+    ----------
+    shared_mask : list of bool
+        For each state_dict entry, whether it is shared (:func:`fedfomo.baselines.layer_mask`).
+    initial_weights : list of np.ndarray
+        The full common initial model; its shared entries are the first global model.
+    **kwargs
+        See :class:`PersonalizedStrategy`.
+
+    """
+
+    name = "partial"
+
+    def __init__(self, *, shared_mask: list[bool], initial_weights: Weights, **kwargs) -> None:
+        shared, _ = baselines.split_by_mask(initial_weights, shared_mask)
+        super().__init__(initial_weights=shared, **kwargs)
+        self.shared_mask = list(shared_mask)
+
+
+class PFedMeStrategy(FedAvgStrategy):
+    """pFedMe's server (T. Dinh et al., NeurIPS 2020, Algorithm 1): ``w <- (1 - beta) w + beta * mean(w_i)``.
+
+    The mean is over the round's clients, weighted by train size (as FedAvg's); ``beta = 1``
+    is plain averaging.
+
+    Parameters
+    ----------
+    beta : float
+        Server step.
+    **kwargs
+        See :class:`PersonalizedStrategy`.
+
+    """
+
+    name = "pfedme"
+
+    def __init__(self, *, beta: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.beta = beta
+        self.global_weights: Weights = list(self.initial_weights)
+
+    def aggregate(self, server_round, uploads):  # noqa: D102
+        average = weighted_average([(w, n) for w, n, _ in uploads.values()])
+        self.global_weights = baselines.pfedme_server_update(self.global_weights, average, self.beta)
+        return self.global_weights
+
+
 STRATEGIES: dict[str, type[PersonalizedStrategy]] = {
     "fedavg": FedAvgStrategy,
     "local": LocalStrategy,
     "fedfomo": FedFomoStrategy,
+    "fedprox": FedAvgStrategy,      # FedProx changes local training only
+    "fedavg_data": FedAvgStrategy,  # FedAvg; the shared data is added by the client factory
+    "lg_fedavg": PartialSharingStrategy,
+    "fedper": PartialSharingStrategy,
+    "perfedavg": FedAvgStrategy,    # Per-FedAvg averages the meta-trained models
+    "pfedme": PFedMeStrategy,
 }

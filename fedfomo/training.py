@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -78,22 +78,29 @@ def train(
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
                           weight_decay=optim.weight_decay)
-    n = len(y)
     total, batches = 0.0, 0
+    for idx in batch_indices(len(y), optim.batch_size, epochs, generator):
+        out = model(normalize(x[idx], mean, std))
+        loss = F.cross_entropy(out, y[idx])
+        if extra_loss is not None:
+            loss = loss + extra_loss(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach())
+        batches += 1
+    return total / batches if batches else float("nan")
+
+
+def batch_indices(n: int, batch_size: int, epochs: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """The mini-batches of :func:`train`: per epoch a seeded permutation of ``range(n)`` cut into batches.
+
+    Methods with their own local loop (Per-FedAvg, pFedMe) use it to see the same batches.
+    """
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
-        for start in range(0, n, optim.batch_size):
-            idx = order[start:start + optim.batch_size]
-            out = model(normalize(x[idx], mean, std))
-            loss = F.cross_entropy(out, y[idx])
-            if extra_loss is not None:
-                loss = loss + extra_loss(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-            batches += 1
-    return total / batches if batches else float("nan")
+        for start in range(0, n, batch_size):
+            yield order[start:start + batch_size]
 
 
 @torch.no_grad()
