@@ -27,6 +27,11 @@ sweep() {  # sweep NAME OVERRIDES...
 table1_mnist() { sweep table1_mnist dataset=mnist partition=pathological method=fedfomo,fedavg,local; }
 # Table 1, CIFAR-10, 15 clients, 100% participation, 20 rounds, E=5.
 table1_cifar10() { sweep table1_cifar10 dataset=cifar10 partition=pathological method=fedfomo,fedavg,local; }
+# Table 1, MNIST, 15 clients: every comparison method next to FedFomo, FedAvg and Local.
+methods_mnist() {
+  sweep methods_mnist dataset=mnist partition=pathological \
+    method=fedfomo,fedavg,local,fedprox,fedavg_data,lg_fedavg,fedper,perfedavg,pfedme
+}
 # Table 1, MNIST, 100 clients, 10% participation, 100 rounds.
 table1_mnist_100() {
   sweep table1_mnist_100 dataset=mnist partition=pathological method=fedfomo,fedavg,local \
@@ -34,7 +39,7 @@ table1_mnist_100() {
 }
 
 if [ $# -eq 0 ]; then
-  set -- table1_mnist table1_cifar10 table1_mnist_100
+  set -- table1_mnist table1_cifar10 methods_mnist table1_mnist_100
 fi
 for exp in "$@"; do
   "$exp"
