@@ -10,6 +10,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fedfomo.data import DATASETS
 from fedfomo.fomo import DISTANCES
+from fedfomo.latent import EMBEDDERS
 from fedfomo.models import MODELS, state_keys
 from fedfomo.partition import PARTITIONS
 
@@ -69,6 +70,7 @@ def validate_config(cfg: DictConfig) -> None:
         _int("samples_per_client", cfg.samples_per_client, 2)
     if cfg.partition.name == "pathological":
         _int("partition.classes_per_client", cfg.partition.classes_per_client, 1, NUM_CLASSES[cfg.dataset.name])
+    _validate_partition(cfg, n)
     _float("optim.lr", cfg.optim.lr, 0.0, float("inf"), low_open=True)
     _float("optim.lr_decay", cfg.optim.lr_decay, 0.0, 1.0, low_open=True)
     _float("optim.momentum", cfg.optim.momentum, 0.0, 1.0, high_open=True)
@@ -130,3 +132,35 @@ def _validate_method(cfg: DictConfig) -> None:
         # w <- w - lr * lambda * (w - theta) must not overshoot theta: lr * lambda <= 1
         _float("pfedme.lr", _get(cfg, "pfedme.lr"), 0.0, 1.0 / lam, low_open=True)
         _float("pfedme.beta", _get(cfg, "pfedme.beta"), 0.0, 2.0, low_open=True)
+
+
+def _bool(key: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}={value!r} is not supported; allowed: true, false")
+    return value
+
+
+def _validate_partition(cfg: DictConfig, num_clients: int) -> None:
+    """The latent split's settings; ``shuffle_targets`` only with ``partition=latent``."""
+    part = cfg.partition
+    shuffle = _bool("partition.shuffle_targets", part.get("shuffle_targets", False))
+    if part.name != "latent":
+        if shuffle:
+            raise ConfigError(f"partition.shuffle_targets=true needs partition=latent (got partition={part.name}); "
+                              f"allowed with partition={part.name}: false")
+        return
+    _int("partition.num_distributions", part.get("num_distributions"), 1, num_clients)
+    _choice("partition.embedder", part.get("embedder"), EMBEDDERS)
+    _int("partition.pca_dim", part.get("pca_dim"), 1)
+    _int("partition.embed_seed", part.get("embed_seed", 0), 0)
+    _choice("partition.device", part.get("device", "auto"), ("auto", "cpu", "cuda"))
+    cache = part.get("cache_dir")
+    if cache is not None and (not isinstance(cache, str) or not cache.strip()):
+        raise ConfigError(f"partition.cache_dir={cache!r} is not supported; allowed: a folder path or null")
+    if part.embedder == "vgg11":
+        vgg = part.get("vgg") or {}
+        _int("partition.vgg.epochs", vgg.get("epochs"), 1)
+        _float("partition.vgg.lr", vgg.get("lr"), 0.0, float("inf"), low_open=True)
+        _float("partition.vgg.momentum", vgg.get("momentum"), 0.0, 1.0, high_open=True)
+        _float("partition.vgg.weight_decay", vgg.get("weight_decay"), 0.0, float("inf"))
+        _int("partition.vgg.batch_size", vgg.get("batch_size"), 1)

@@ -1,5 +1,7 @@
 """Partitioning a dataset among clients: pathological (McMahan shards) and IID splits.
 
+The latent-distribution split (``latent``) lives in :mod:`fedfomo.latent`.
+
 Every function here is pure and seeded: the same arguments give the same partition. A
 partition is a list of :class:`ClientSplit`, one per client, holding index arrays into the
 dataset's official train split (``train``, ``val``) and official test split (``test``).
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PARTITIONS = ("pathological", "iid")
+PARTITIONS = ("pathological", "iid", "latent")
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,19 @@ class ClientSplit:
         Disjoint indices into the official train split (local data, split train/val).
     test : np.ndarray
         Indices into the official test split, drawn with the client's own label distribution.
+    cluster : int, optional
+        Latent split only: the latent distribution (cluster) of the client's training data.
+    target_cluster : int, optional
+        Latent split only: the cluster its val and test sets come from (differs from ``cluster``
+        only after ``shuffle_targets``).
 
     """
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    cluster: int | None = None
+    target_cluster: int | None = None
 
 
 def pathological_shards(
@@ -213,6 +222,8 @@ def make_partition(
         local = pathological_shards(train_labels, num_clients, classes_per_client, rng)
     elif kind == "iid":
         local = iid_split(len(train_labels), num_clients, rng)
+    elif kind == "latent":
+        raise ValueError("partition.name='latent' needs cluster assignments: use fedfomo.latent.latent_partition")
     else:
         raise ValueError(f"partition.name={kind!r} is not supported; allowed: {', '.join(PARTITIONS)}")
     ratio = len(test_labels) / len(train_labels)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from fedfomo.baselines import method_params, strategy_options
 from fedfomo.config import ConfigError, validate_config
 from fedfomo.data import ImageDataset, load_dataset
+from fedfomo.emd import DEFAULT_GROUND, partition_emd
 from fedfomo.models import build_model, get_weights
 from fedfomo.partition import ClientSplit, label_counts, make_partition
 from fedfomo.results import RunRecorder
@@ -82,6 +83,8 @@ def partition_report(ds: ImageDataset, splits: list[ClientSplit]) -> list[dict]:
             "train": label_counts(ytr, sp.train, ds.num_classes),
             "val": label_counts(ytr, sp.val, ds.num_classes),
             "test": label_counts(yte, sp.test, ds.num_classes),
+            # latent split: the cluster of the client's training data and of its val/test sets
+            **({"cluster": sp.cluster, "target_cluster": sp.target_cluster} if sp.cluster is not None else {}),
         }
         for cid, sp in enumerate(splits)
     ]
@@ -90,6 +93,10 @@ def partition_report(ds: ImageDataset, splits: list[ClientSplit]) -> list[dict]:
 def build_partition(cfg: DictConfig, ds: ImageDataset) -> list[ClientSplit]:
     """The configured partition; impossible settings become a :class:`ConfigError`."""
     try:
+        if cfg.partition.name == "latent":
+            from fedfomo.embed import latent_splits
+
+            return latent_splits(cfg, ds)
         return make_partition(
             ds.train_y.numpy(), ds.test_y.numpy(), kind=cfg.partition.name, num_clients=cfg.num_clients,
             val_ratio=cfg.val_ratio, seed=cfg.seed,
@@ -148,7 +155,8 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
     ds = load_dataset(cfg.dataset.name, root, bool(cfg.dataset.download))
     splits = build_partition(cfg, ds)
     with (out / "partition.json").open("w") as f:
-        json.dump({"clients": partition_report(ds, splits)}, f)
+        emd = partition_emd(ds.train_y.numpy(), splits, ds.num_classes)
+        json.dump({"clients": partition_report(ds, splits), "emd": emd, "emd_ground": DEFAULT_GROUND}, f)
     log.info("%s | %s | %s | %d clients | train %d val %d test %d images per client (mean)",
              cfg.method.name, cfg.dataset.name, cfg.partition.name, cfg.num_clients,
              np.mean([len(s.train) for s in splits]), np.mean([len(s.val) for s in splits]),
@@ -200,6 +208,7 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
         "num_clients": cfg.num_clients, "num_rounds": cfg.num_rounds, "participation": cfg.participation,
         "local_epochs": cfg.local_epochs, "seed": cfg.seed, "model": cfg.model,
         "samples_per_client": cfg.samples_per_client,
+        "emd": emd, "emd_ground": DEFAULT_GROUND,
         "num_models": cfg.fomo.num_models if cfg.method.name == "fedfomo" else None,
         "wall_time_s": time.perf_counter() - start,
         "hardware": hardware_description(cfg.sim.cpus_per_client),
