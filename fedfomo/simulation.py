@@ -231,12 +231,17 @@ def hardware_description(threads: int) -> str:
 
 
 def git_commit() -> str | None:
-    """The code's git commit (with ``-dirty`` if it has uncommitted changes), or None outside git."""
+    """The code's git commit, or None outside git.
+
+    ``-dirty`` is appended when tracked files under ``fedfomo/`` or ``conf/`` (the code and
+    configs that determine results) have uncommitted changes; result folders do not count.
+    """
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                              check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/fedfomo", ":/conf"],
+                               cwd=here,
                                capture_output=True, text=True, check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
