@@ -87,7 +87,7 @@ def test_every_method_is_registered_and_its_defaults_are_valid():
     assert list(_cfg("method=fedper").fedper.shared_layers) == ["conv", "fc1"]
     assert list(_cfg("method=lg_fedavg").lg_fedavg.shared_layers) == ["fc2"]
     p = _cfg("method=pfedme").pfedme
-    assert (p["lambda"], p.inner_steps, p.personal_lr, p.lr, p.beta) == (15, 5, 0.1, 0.005, 1.0)
+    assert (p["lambda"], p.inner_steps, p.personal_lr, p.lr, p.beta) == (15, 5, 0.03, 0.005, 1.0)
     assert _cfg("method=pfedme", "pfedme.lambda=10").pfedme["lambda"] == 10
     pa = _cfg("method=perfedavg", "dataset=mnist").perfedavg
     assert (pa.alpha, pa.beta) == (0.01, 0.01)  # follow optim.lr by default
