@@ -9,6 +9,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fedfomo.data import DATASETS
+from fedfomo.embed import PRECISIONS
 from fedfomo.fomo import DISTANCES
 from fedfomo.latent import EMBEDDERS
 from fedfomo.models import MODELS, state_keys
@@ -164,3 +165,4 @@ def _validate_partition(cfg: DictConfig, num_clients: int) -> None:
         _float("partition.vgg.momentum", vgg.get("momentum"), 0.0, 1.0, high_open=True)
         _float("partition.vgg.weight_decay", vgg.get("weight_decay"), 0.0, float("inf"))
         _int("partition.vgg.batch_size", vgg.get("batch_size"), 1)
+        _choice("partition.vgg.precision", vgg.get("precision", "fp32"), PRECISIONS)

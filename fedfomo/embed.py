@@ -58,7 +58,9 @@ log = logging.getLogger("fedfomo")
 
 CACHE_VERSION = 1
 DEFAULT_CACHE_DIR = "./latent_cache"
-VGG_DEFAULTS = {"epochs": 30, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
+VGG_DEFAULTS = {"epochs": 15, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128,
+                "precision": "bf16"}
+PRECISIONS = ("bf16", "fp32")
 
 
 class CacheMismatchError(ValueError):
@@ -138,6 +140,11 @@ def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, pad: int = 
     return out
 
 
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """Mixed-precision context: bfloat16 autocast for ``precision="bf16"``, a no-op for ``fp32``."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def pick_device(device: str = "auto") -> torch.device:
     """``auto``: CUDA when available, else CPU."""
     if device == "auto":
@@ -145,7 +152,8 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def train_vgg11(ds: ImageDataset, settings: Mapping, seed: int, device: torch.device) -> tuple[nn.Module, float]:
+def train_vgg11(ds: ImageDataset, settings: Mapping, seed: int, device: torch.device,
+                eval_every: int = 3) -> tuple[nn.Module, float]:
     """Train VGG-11 on ``ds``'s train split; return it (eval mode) and its test accuracy.
 
     Parameters
@@ -153,11 +161,14 @@ def train_vgg11(ds: ImageDataset, settings: Mapping, seed: int, device: torch.de
     ds : ImageDataset
         The dataset.
     settings : mapping
-        ``epochs``, ``lr``, ``momentum``, ``weight_decay``, ``batch_size`` (see :data:`VGG_DEFAULTS`).
+        ``epochs``, ``lr``, ``momentum``, ``weight_decay``, ``batch_size``, ``precision``
+        (see :data:`VGG_DEFAULTS`).
     seed : int
         Seed of the initialization, batch order and augmentation.
     device : torch.device
         Where to train.
+    eval_every : int
+        Log the test accuracy every this many epochs (and after the last); 0 = only after the last.
 
     Returns
     -------
@@ -166,8 +177,9 @@ def train_vgg11(ds: ImageDataset, settings: Mapping, seed: int, device: torch.de
     """
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = build_vgg11(ds.image_shape[0], ds.num_classes).to(device)
+    model = build_vgg11(ds.image_shape[0], ds.num_classes).to(device, memory_format=torch.channels_last)
     epochs, bs = int(settings["epochs"]), int(settings["batch_size"])
+    precision = str(settings.get("precision", "fp32"))
     opt = torch.optim.SGD(model.parameters(), lr=float(settings["lr"]), momentum=float(settings["momentum"]),
                           weight_decay=float(settings["weight_decay"]), nesterov=float(settings["momentum"]) > 0)
     n = len(ds.train_y)
@@ -176,14 +188,18 @@ def train_vgg11(ds: ImageDataset, settings: Mapping, seed: int, device: torch.de
                                                 pct_start=0.15, anneal_strategy="cos")
     flip = ds.name != "mnist"
     loss_fn = nn.CrossEntropyLoss()
+    acc = float("nan")
     for epoch in range(epochs):
         model.train()
+        start = time.perf_counter()
         total, correct, loss_sum = 0, 0, 0.0
         for idx in torch.randperm(n, generator=gen).split(bs):
             x = augment(vgg_inputs(ds.train_x[idx], ds.mean, ds.std).to(device), gen, flip)
+            x = x.contiguous(memory_format=torch.channels_last)
             y = ds.train_y[idx].to(device)
-            out = model(x)
-            loss = loss_fn(out, y)
+            with autocast(device, precision):
+                out = model(x)
+                loss = loss_fn(out.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -191,34 +207,43 @@ def train_vgg11(ds: ImageDataset, settings: Mapping, seed: int, device: torch.de
             total += len(y)
             correct += int((out.argmax(1) == y).sum())
             loss_sum += float(loss.detach()) * len(y)
-        log.info("vgg11 epoch %d/%d | train loss %.4f acc %.4f", epoch + 1, epochs, loss_sum / total, correct / total)
+        msg = (f"vgg11 epoch {epoch + 1}/{epochs} | train loss {loss_sum / total:.4f} acc {correct / total:.4f}"
+               f" | {time.perf_counter() - start:.0f} s")
+        if epoch + 1 == epochs or (eval_every and (epoch + 1) % eval_every == 0):
+            acc = vgg_accuracy(model, ds, device, precision=precision)
+            msg += f" | test acc {acc:.4f}"
+        log.info(msg)
     model.eval()
-    acc = vgg_accuracy(model, ds, device)
     log.info("vgg11 test accuracy %.4f", acc)
     return model, acc
 
 
 @torch.no_grad()
-def vgg_accuracy(model: nn.Module, ds: ImageDataset, device: torch.device, batch_size: int = 1000) -> float:
+def vgg_accuracy(model: nn.Module, ds: ImageDataset, device: torch.device, batch_size: int = 1000,
+                 precision: str = "fp32") -> float:
     """Accuracy of ``model`` on ``ds``'s test split."""
     model.eval()
     correct = 0
     for idx in torch.arange(len(ds.test_y)).split(batch_size):
-        out = model(vgg_inputs(ds.test_x[idx], ds.mean, ds.std).to(device))
+        x = vgg_inputs(ds.test_x[idx], ds.mean, ds.std).to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            out = model(x)
         correct += int((out.argmax(1).cpu() == ds.test_y[idx]).sum())
     return correct / max(1, len(ds.test_y))
 
 
 @torch.no_grad()
 def vgg_embed(model: nn.Module, x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
-              device: torch.device, batch_size: int = 1000) -> np.ndarray:
+              device: torch.device, batch_size: int = 1000, precision: str = "fp32") -> np.ndarray:
     """The 4096-d activation (after ReLU) of VGG-11's second FC layer for every image of ``x``."""
     model.eval()
     head = model.classifier[:5]  # FC - ReLU - Dropout - FC - ReLU
     parts = []
     for idx in torch.arange(len(x)).split(batch_size):
-        h = torch.flatten(model.avgpool(model.features(vgg_inputs(x[idx], mean, std).to(device))), 1)
-        parts.append(head(h).float().cpu().numpy())
+        xb = vgg_inputs(x[idx], mean, std).to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            h = head(torch.flatten(model.avgpool(model.features(xb)), 1))
+        parts.append(h.float().cpu().numpy())
     return np.concatenate(parts) if parts else np.zeros((0, 4096), dtype=np.float32)
 
 
@@ -234,8 +259,9 @@ def embed_dataset(ds: ImageDataset, embedder: str, settings: Mapping, seed: int,
         return np.concatenate([pixel_embed(ds.train_x, ds.mean, ds.std), pixel_embed(ds.test_x, ds.mean, ds.std)]), {}
     if embedder == "vgg11":
         model, acc = train_vgg11(ds, settings, seed, device)
-        emb = np.concatenate([vgg_embed(model, ds.train_x, ds.mean, ds.std, device),
-                              vgg_embed(model, ds.test_x, ds.mean, ds.std, device)])
+        prec = str(settings.get("precision", "fp32"))
+        emb = np.concatenate([vgg_embed(model, ds.train_x, ds.mean, ds.std, device, precision=prec),
+                              vgg_embed(model, ds.test_x, ds.mean, ds.std, device, precision=prec)])
         return emb, {"embedder_test_acc": acc, "device": str(device)}
     raise ValueError(f"partition.embedder={embedder!r} is not supported; allowed: {', '.join(EMBEDDERS)}")
 
@@ -259,7 +285,8 @@ def embedder_settings(embedder: str, vgg: Mapping | None = None) -> dict:
         return {}
     vgg = {**VGG_DEFAULTS, **dict(vgg or {})}
     return {"epochs": int(vgg["epochs"]), "lr": float(vgg["lr"]), "momentum": float(vgg["momentum"]),
-            "weight_decay": float(vgg["weight_decay"]), "batch_size": int(vgg["batch_size"])}
+            "weight_decay": float(vgg["weight_decay"]), "batch_size": int(vgg["batch_size"]),
+            "precision": str(vgg["precision"])}
 
 
 def features_key(ds: ImageDataset, embedder: str, settings: Mapping, pca_dim: int, seed: int) -> dict:
