@@ -353,20 +353,36 @@ class PFedMeClient(_FunctionalLoopClient):
     """pFedMe (T. Dinh et al., "Personalized Federated Learning with Moreau Envelopes", NeurIPS 2020).
 
     The personalized model is ``theta(w) = argmin f(theta) + lambda / 2 ||theta - w||^2``,
-    solved approximately by K gradient steps (personal lr) on one local batch, from the global
-    model w. Local training: for each of the shared loop's batches, update theta by K steps on
-    that batch (warm-started from the previous theta) and move the local model
-    ``w <- w - lr * lambda * (w - theta)``; w is uploaded (lr follows the shared lr decay).
-    ``method_params``: ``lambda``, ``inner_steps`` (K), ``personal_lr``, ``lr``.
+    solved approximately by K gradient steps (personal lr) on one local batch. Local training:
+    for each of the shared loop's batches, update theta by K steps on that batch (warm-started
+    from the previous theta) and move the local model ``w <- w - lr * lambda * (w - theta)``; w is
+    uploaded (lr follows the shared lr decay).
+
+    Which theta is the client's personalized model (``personal_model``):
+
+    - ``last_theta`` (default, the pFedMe authors' code): the theta of the last inner solve of the
+      client's latest local training, kept in client state; before a client's first training,
+      theta solved from the global model as below.
+    - ``from_global``: theta solved from the received global model w on one local batch.
+
+    ``method_params``: ``lambda``, ``inner_steps`` (K), ``personal_lr``, ``lr``, ``personal_model``.
     """
+
+    STATE_KEY = "pfedme_theta"
 
     def _solve(self, theta, anchor, batch, grad_fn):
         return baselines.pfedme_inner_solve(theta, anchor, grad_fn, batch, lam=float(self.hp["lambda"]),
                                             lr=float(self.hp["personal_lr"]), steps=int(self.hp["inner_steps"]))
 
+    def _keeps_theta(self) -> bool:
+        return str(self.hp.get("personal_model", "last_theta")) == "last_theta"
+
     def personalize(self, parameters, config, commit):  # noqa: D102
         if len(self.data.train_y) == 0:
             return list(parameters), {}
+        kept = self.load_state(self.STATE_KEY) if self._keeps_theta() else None
+        if kept is not None:
+            return kept, {}
         w = self.params_of(list(parameters))
         theta, _ = self._solve(w, w, self.train_batch(int(config.get("server_round", 0))), self.grad_fn())
         return self.weights_of(theta, list(parameters)), {}
@@ -377,13 +393,16 @@ class PFedMeClient(_FunctionalLoopClient):
     def local_training(self, server_round, start):  # noqa: D102
         lam = float(self.hp["lambda"])
         eta = round_lr(float(self.hp["lr"]), self.s.lr_decay, server_round)
-        w = self.params_of(get_weights(self.model))
+        base = get_weights(self.model)
+        w = self.params_of(base)
         theta, grad_fn, losses = list(w), self.grad_fn(), []
         for batch in self.epoch_batches(server_round):
             theta, loss = self._solve(theta, w, batch, grad_fn)
             w = baselines.pfedme_local_update(w, theta, lam=lam, lr=eta)
             losses.append(loss)
         self.load_params(w)
+        if self._keeps_theta() and losses:
+            self.save_state(self.STATE_KEY, self.weights_of(theta, base))
         return float(np.mean(losses)) if losses else float("nan")
 
 

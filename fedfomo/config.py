@@ -15,6 +15,7 @@ from fedfomo.latent import EMBEDDERS
 from fedfomo.models import MODELS, state_keys
 from fedfomo.partition import PARTITIONS
 
+PFEDME_PERSONAL_MODELS = ("last_theta", "from_global")
 METHODS = ("fedfomo", "fedavg", "local", "fedprox", "fedavg_data", "lg_fedavg", "fedper", "perfedavg", "pfedme")
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 
@@ -133,6 +134,7 @@ def _validate_method(cfg: DictConfig) -> None:
         # w <- w - lr * lambda * (w - theta) must not overshoot theta: lr * lambda <= 1
         _float("pfedme.lr", _get(cfg, "pfedme.lr"), 0.0, 1.0 / lam, low_open=True)
         _float("pfedme.beta", _get(cfg, "pfedme.beta"), 0.0, 2.0, low_open=True)
+        _choice("pfedme.personal_model", _get(cfg, "pfedme.personal_model"), PFEDME_PERSONAL_MODELS)
 
 
 def _bool(key: str, value: object) -> bool:

@@ -58,6 +58,8 @@ log = logging.getLogger("fedfomo")
 
 CACHE_VERSION = 1
 DEFAULT_CACHE_DIR = "./latent_cache"
+#: Cluster assignments shipped with the package (read-only; see ``fedfomo/assignments/README.md``).
+PACKAGED_DIR = Path(__file__).resolve().parent / "assignments"
 VGG_DEFAULTS = {"epochs": 15, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128,
                 "precision": "bf16"}
 PRECISIONS = ("bf16", "fp32")
@@ -389,9 +391,12 @@ def latent_features(ds: ImageDataset, *, embedder: str, settings: Mapping, pca_d
 
 
 def latent_clusters(ds: ImageDataset, *, embedder: str, settings: Mapping, pca_dim: int, seed: int,
-                    num_distributions: int, cache_dir: str | Path, device: str = "auto"
-                    ) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Cluster id of every train and test image, from the cache or computed (and cached).
+                    num_distributions: int, cache_dir: str | Path, device: str = "auto",
+                    packaged_dir: str | Path | None = PACKAGED_DIR) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Cluster id of every train and test image: from the cache, the package, or computed (and cached).
+
+    Looked up first in ``cache_dir``, then among the assignments shipped in ``packaged_dir``
+    (None: not there); only a file whose stored key equals this call's key is used.
 
     Returns
     -------
@@ -404,6 +409,13 @@ def latent_clusters(ds: ImageDataset, *, embedder: str, settings: Mapping, pca_d
     key = clusters_key(fkey, num_distributions)
     path = clusters_path(cache_dir, key)
     hit = load_cached(path, key)
+    if hit is None and packaged_dir is not None:
+        # the file name holds the key's hash: a shipped file is found only for the very same settings
+        # (and load_cached checks the whole stored key again)
+        shipped = clusters_path(packaged_dir, key)
+        hit = load_cached(shipped, key)
+        if hit is not None:
+            path = shipped
     if hit is None:
         feats, _, fmeta = latent_features(ds, embedder=embedder, settings=settings, pca_dim=pca_dim, seed=seed,
                                           cache_dir=cache_dir, device=device)

@@ -238,12 +238,39 @@ def test_cache_from_other_settings_is_never_reused(tmp_path):
         embed.latent_features(other, embedder="pixels", settings={}, pca_dim=4, seed=0, cache_dir=tmp_path)
 
 
+def test_packaged_assignments_used_only_for_the_same_settings(tmp_path, monkeypatch):
+    ds = _tiny_ds()
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    tr, te, _ = _clusters(ds, shipped)
+    for f in (shipped / "features").glob("*.npz"):
+        f.unlink()  # the package ships assignments only
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed although the package ships these assignments")
+    monkeypatch.setattr(embed, "embed_dataset", boom)
+    tr2, te2, _ = _clusters(ds, cache, packaged_dir=shipped)
+    assert np.array_equal(tr, tr2) and np.array_equal(te, te2)
+    assert not cache.exists()  # nothing written: the shipped file is read in place
+    monkeypatch.undo()
+    # other settings (D, pca_dim, data) never pick up the shipped file: computed into the cache
+    _clusters(ds, cache, packaged_dir=shipped, num_distributions=2)
+    _clusters(_tiny_ds(seed=3), cache, packaged_dir=shipped)
+    assert len(list((cache / "clusters").glob("*.npz"))) == 2
+    # a shipped file whose stored key differs from its name's is refused, not used
+    (f,) = (shipped / "clusters").glob("*.npz")
+    key4 = embed.clusters_key(embed.features_key(ds, "pixels", {}, 4, 0), 4)
+    shutil.copy(f, embed.clusters_path(shipped, key4))
+    with pytest.raises(CacheMismatchError):
+        _clusters(ds, tmp_path / "empty", packaged_dir=shipped, num_distributions=4)
+
+
 def test_vgg_settings_are_part_of_the_key():
     ds = _tiny_ds()
     a = embed.features_key(ds, "vgg11", embed.embedder_settings("vgg11", {"epochs": 30}), 256, 0)
     b = embed.features_key(ds, "vgg11", embed.embedder_settings("vgg11", {"epochs": 31}), 256, 0)
     c = embed.features_key(ds, "vgg11", embed.embedder_settings("vgg11", {"epochs": 30}), 256, 1)
-    assert len({embed.key_hash(k) for k in (a, b, c)}) == 3
+    d = embed.features_key(ds, "vgg11", embed.embedder_settings("vgg11", {"epochs": 30, "precision": "fp32"}), 256, 0)
+    assert len({embed.key_hash(k) for k in (a, b, c, d)}) == 4
     assert embed.embedder_settings("pixels", {"epochs": 5}) == {}
     assert json.loads(json.dumps(a)) == a
 
@@ -300,6 +327,7 @@ def test_latent_defaults_are_valid():
     (["partition=latent", "partition.embedder=resnet"], "partition.embedder", "vgg11, pixels"),
     (["partition=latent", "partition.pca_dim=0"], "partition.pca_dim", ">= 1"),
     (["partition=latent", "partition.vgg.epochs=0"], "partition.vgg.epochs", ">= 1"),
+    (["partition=latent", "partition.vgg.precision=fp16"], "partition.vgg.precision", "bf16, fp32"),
     (["partition=latent", "partition.shuffle_targets=maybe"], "partition.shuffle_targets", "true, false"),
     (["partition.shuffle_targets=true"], "partition.shuffle_targets", "partition=latent"),
     (["partition=iid", "partition.shuffle_targets=true"], "partition.shuffle_targets", "partition=latent"),

@@ -118,6 +118,7 @@ def test_every_method_is_registered_and_its_defaults_are_valid():
         (["method=pfedme", "pfedme.personal_lr=0.2"], "pfedme.personal_lr", "(0.0, 0.1333"),
         (["method=pfedme", "pfedme.lr=0.1"], "pfedme.lr", "(0.0, 0.0666"),
         (["method=pfedme", "pfedme.beta=3"], "pfedme.beta", "(0.0, 2.0]"),
+        (["method=pfedme", "pfedme.personal_model=best"], "pfedme.personal_model", "last_theta, from_global"),
         (["method.name=fedprox"], "fedprox.mu", "method=fedprox"),
     ],
 )
@@ -400,7 +401,7 @@ def test_pfedme_strategy_applies_beta_to_the_average(tmp_path):
 
 
 def test_pfedme_client_evaluates_theta_and_uploads_the_local_model():
-    params = {"lambda": 15.0, "inner_steps": 5, "personal_lr": 0.05, "lr": 0.02}
+    params = {"lambda": 15.0, "inner_steps": 5, "personal_lr": 0.05, "lr": 0.02, "personal_model": "from_global"}
     state = RecordDict()
     client = PFedMeClient(2, _data(n_train=16), _settings(**params), state)
     glob = _init()
@@ -419,6 +420,31 @@ def test_pfedme_client_evaluates_theta_and_uploads_the_local_model():
     for a, b in zip(upload, client.weights_of(w_loc, glob)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert n == 16 and 0.0 <= metrics["test_acc"] <= 1.0 and len(state) == 0
+
+
+def test_pfedme_last_theta_is_kept_and_evaluated_next_round():
+    params = {"lambda": 15.0, "inner_steps": 5, "personal_lr": 0.05, "lr": 0.02, "personal_model": "last_theta"}
+    state = RecordDict()
+    client = PFedMeClient(1, _data(n_train=16), _settings(**params), state)
+    glob = _init()
+    # before any training: theta solved from the global model, as in from_global
+    first, _ = client.personalize(glob, {"server_round": 1}, commit=True)
+    w = client.params_of(glob)
+    expect, _ = baselines.pfedme_inner_solve(w, w, client.grad_fn(), client.train_batch(1), lam=15.0, lr=0.05,
+                                             steps=5)
+    for a, b in zip(first, client.weights_of(expect, glob)):
+        np.testing.assert_allclose(a, b)
+    client.fit(glob, {"server_round": 1})
+    # by hand: the theta of the last inner solve of that training
+    w_loc, th = list(w), list(w)
+    for batch in client.epoch_batches(1):
+        th, _ = baselines.pfedme_inner_solve(th, w_loc, client.grad_fn(), batch, lam=15.0, lr=0.05, steps=5)
+        w_loc = baselines.pfedme_local_update(w_loc, th, lam=15.0, lr=0.02)
+    other_global = [g + 1.0 for g in glob]  # the kept theta does not depend on what the server sends
+    nxt, _ = client.personalize(other_global, {"server_round": 2}, commit=False)
+    for a, b in zip(nxt, client.weights_of(th, glob)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert list(state.keys()) == [PFedMeClient.STATE_KEY]
 
 
 # -- end to end through Flower --------------------------------------------------------------------------
