@@ -459,6 +459,46 @@ def latent_splits(cfg: Mapping, ds: ImageDataset) -> list[ClientSplit]:
     )
 
 
+# ---------------------------------------------------------------- shipping assignments with the package
+
+
+def package_clusters(cache_dir: str | Path, key: Mapping, command: str, packaged_dir: str | Path = PACKAGED_DIR
+                     ) -> Path:
+    """Copy the cached assignments of ``key`` into ``packaged_dir`` and record them in its ``index.json``.
+
+    The index lists, per file: dataset, embedder, D, the embedder's settings and test accuracy,
+    cluster sizes, the seconds the embedding took and the command that produced it.
+
+    Returns
+    -------
+    Path
+        The packaged file.
+
+    """
+    src = clusters_path(cache_dir, key)
+    hit = load_cached(src, key)
+    if hit is None:
+        raise FileNotFoundError(f"no cached assignments at {src}")
+    dst = clusters_path(packaged_dir, key)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.resolve() != dst.resolve():
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dst)
+    index_path = Path(packaged_dir) / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {}
+    f, meta = key["features"], hit["meta"]
+    index[dst.name] = {
+        "dataset": f["dataset"], "embedder": f["embedder"], "num_distributions": key["num_distributions"],
+        "embedder_settings": f["embedder_settings"], "pca_dim": f["pca_dim"], "embed_seed": f["embed_seed"],
+        "embedder_test_acc": meta.get("embedder_test_acc"), "device": meta.get("device"),
+        "embedding_seconds": meta.get("seconds"), "cluster_sizes": meta.get("cluster_sizes"),
+        "command": command,
+    }
+    index_path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    return dst
+
+
 # ---------------------------------------------------------------- command
 
 
@@ -493,13 +533,20 @@ def main() -> None:
                 raise ConfigError(f"distributions={ds_list!r} is not supported; allowed: a list of integers >= 1")
             ds = load_dataset(cfg.dataset.name, str(Path(cfg.dataset.root).expanduser().resolve()),
                               bool(cfg.dataset.download))
+            part = cfg.partition
             for d in ds_list:
-                train_c, test_c, meta = clusters_from_config(cfg.partition, ds, int(d))
-                print(f"{cfg.dataset.name} {cfg.partition.embedder} D={d}: "
+                train_c, test_c, meta = clusters_from_config(part, ds, int(d))
+                print(f"{cfg.dataset.name} {part.embedder} D={d}: "
                       f"embedder test acc {meta.get('embedder_test_acc', 'n/a')}")
                 for line in describe_clusters(ds.train_y.numpy(), train_c, test_c, ds.num_classes, int(d)):
                     print("  " + line)
-            print(f"cache: {cache_dir_of(cfg.partition)}")
+                if cfg.get("package"):
+                    fkey = features_key(ds, str(part.embedder), embedder_settings(str(part.embedder), part.get("vgg")),
+                                        int(part.pca_dim), int(part.get("embed_seed", 0)))
+                    command = "python -m fedfomo.embed " + " ".join(
+                        a for a in sys.argv[1:] if not a.startswith("package="))
+                    print(f"  packaged: {package_clusters(cache_dir_of(part), clusters_key(fkey, int(d)), command)}")
+            print(f"cache: {cache_dir_of(part)}")
         except (ConfigError, DataNotFoundError, CacheMismatchError) as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(2)

@@ -264,6 +264,22 @@ def test_packaged_assignments_used_only_for_the_same_settings(tmp_path, monkeypa
         _clusters(ds, tmp_path / "empty", packaged_dir=shipped, num_distributions=4)
 
 
+def test_package_clusters_copies_and_indexes(tmp_path):
+    ds = _tiny_ds()
+    cache, shipped = tmp_path / "cache", tmp_path / "shipped"
+    tr, te, meta = _clusters(ds, cache)
+    key = embed.clusters_key(embed.features_key(ds, "pixels", {}, 4, 0), 3)
+    dst = embed.package_clusters(cache, key, "python -m fedfomo.embed x=1", packaged_dir=shipped)
+    assert dst.parent == shipped / "clusters" and dst.name == embed.clusters_path(cache, key).name
+    index = json.loads((shipped / "index.json").read_text())
+    assert index[dst.name]["num_distributions"] == 3 and index[dst.name]["command"] == "python -m fedfomo.embed x=1"
+    assert index[dst.name]["cluster_sizes"] == meta["cluster_sizes"]
+    tr2, te2, _ = _clusters(ds, tmp_path / "fresh", packaged_dir=shipped)
+    assert np.array_equal(tr, tr2) and np.array_equal(te, te2)
+    with pytest.raises(FileNotFoundError):
+        embed.package_clusters(tmp_path / "nothing", key, "cmd", packaged_dir=shipped)
+
+
 def test_vgg_settings_are_part_of_the_key():
     ds = _tiny_ds()
     a = embed.features_key(ds, "vgg11", embed.embedder_settings("vgg11", {"epochs": 30}), 256, 0)
