@@ -38,8 +38,26 @@ table1_mnist_100() {
     num_clients=100 participation=0.1 num_rounds=100
 }
 
+# Table 2, CIFAR-10, latent-distribution non-IID with D=5, 15 clients (VGG-11 embedder; the cluster
+# assignments ship with the package, so no VGG-11 training is needed).
+table2_cifar10_latent() {
+  sweep table2_cifar10_latent dataset=cifar10 partition=latent partition.num_distributions=5 \
+    method=fedfomo,fedavg,local
+}
+# Table 2, CIFAR-10, every D of the paper.
+table2_cifar10_latent_all_d() {
+  "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=2,3,4,5,10 \
+    method=fedfomo,fedavg,local $SCALE "hydra.sweep.dir=results/table2_cifar10_latent_all_d${TAG:+_$TAG}" \
+    "hydra.sweep.subdir=\${method.name}_D\${partition.num_distributions}_s\${seed}"
+}
+# Table 3, CIFAR-10, out-of-local-distribution: latent D=5 split, (val, test) pairs shuffled among clients.
+table3_cifar10_shuffled() {
+  sweep table3_cifar10_shuffled dataset=cifar10 partition=latent partition.num_distributions=5 \
+    partition.shuffle_targets=true method=fedfomo,fedavg,local
+}
+
 if [ $# -eq 0 ]; then
-  set -- table1_mnist table1_cifar10 methods_mnist table1_mnist_100
+  set -- table1_mnist table1_cifar10 methods_mnist table1_mnist_100 table2_cifar10_latent table3_cifar10_shuffled
 fi
 for exp in "$@"; do
   "$exp"
