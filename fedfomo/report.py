@@ -1,8 +1,9 @@
 """Tables of saved results: ``python -m fedfomo.report results/table1_mnist [more dirs]``.
 
 Reads every ``summary.json`` below the given folders and prints a markdown table with the final
-personalized accuracy (mean +- std over clients, in %), the paper's number where it has one,
-and the wall time, so that README tables come straight from saved runs.
+personalized accuracy (mean +- std over clients, in %), the partition's EMD, the paper's number
+where it has one (Tables 1-3, FedFomo with 5 models) and the wall time, so that README tables
+come straight from saved runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,22 @@ PAPER_TABLE1 = {
     ("mnist", 100): dict(zip(_T1_METHODS, (94.25, 78.83, 78.85, 79.06, 84.17, 84.58, 92.26, 85.32, 88.40, 98.81))),
     ("cifar10", 15): dict(zip(_T1_METHODS, (92.73, 57.12, 58.5, 54.60, 92.36, 93.85, 85.07, 81.96, 83.85, 93.01))),
     ("cifar10", 100): dict(zip(_T1_METHODS, (85.42, 53.08, 56.62, 52.92, 84.17, 76.09, 77.75, 72.40, 71.75, 92.10))),
+}
+
+# Paper, Table 2 (CIFAR-10, latent non-IID, 15 clients, FedFomo n=5): D -> method -> mean accuracy, in %.
+_T2_METHODS = ("local", "fedavg", "fedavg_data", "fedprox", "lg_fedavg", "mocha", "cfl", "perfedavg", "pfedme",
+               "fedfomo")
+PAPER_TABLE2 = {
+    2: dict(zip(_T2_METHODS, (60.03, 38.92, 53.43, 66.42, 70.87, 83.79, 72.58, 63.85, 49.87, 77.823))),
+    3: dict(zip(_T2_METHODS, (66.61, 21.56, 33.87, 31.38, 74.16, 73.68, 75.69, 69.70, 66.95, 82.38))),
+    4: dict(zip(_T2_METHODS, (69.12, 22.34, 65.73, 50.61, 67.25, 71.23, 78.31, 72.60, 69.00, 84.45))),
+    5: dict(zip(_T2_METHODS, (76.52, 32.13, 63.32, 48.20, 63.64, 69.02, 70.04, 76.61, 78.66, 85.050))),
+    10: dict(zip(_T2_METHODS, (92.64, 10.10, 41.61, 13.41, 94.42, 94.28, 85.22, 93.97, 94.57, 95.55))),
+}
+# Paper, Table 3 (out-of-local-distribution, latent D=5, 15 clients, FedFomo n=5): dataset -> method -> %.
+PAPER_TABLE3 = {
+    "cifar10": dict(zip(_T2_METHODS, (20.39, 23.11, 42.15, 39.79, 38.95, 30.80, 29.73, 39.8, 43.7, 64.06))),
+    "cifar100": dict(zip(_T2_METHODS, (7.40, 13.06, 24.98, 14.39, 18.50, 13.73, 19.75, 21.30, 25.41, 34.43))),
 }
 
 
@@ -50,23 +67,40 @@ def scale_note(s: dict) -> str:
 
 
 def paper_value(s: dict) -> float | None:
-    """The paper's Table 1 number for this run's setting, if it has one."""
-    if s.get("partition") != "pathological":
-        return None
-    return PAPER_TABLE1.get((s["dataset"], s["num_clients"]), {}).get(s["method"])
+    """The paper's number (Tables 1-3, FedFomo with 5 models) for this run's setting, if it has one."""
+    if s.get("partition") == "pathological":
+        return PAPER_TABLE1.get((s["dataset"], s["num_clients"]), {}).get(s["method"])
+    if s.get("partition") == "latent" and s.get("num_clients") == 15 and s.get("num_models") in (None, 5):
+        if s.get("shuffle_targets"):
+            return PAPER_TABLE3.get(s["dataset"], {}).get(s["method"]) if s.get("num_distributions") == 5 else None
+        if s["dataset"] == "cifar10":
+            return PAPER_TABLE2.get(s.get("num_distributions"), {}).get(s["method"])
+    return None
+
+
+def partition_label(s: dict) -> str:
+    """The partition with what tells its variants apart, e.g. ``latent D=5, shuffled``."""
+    label = str(s["partition"])
+    if s["partition"] == "latent" and s.get("num_distributions") is not None:
+        label += f" D={s['num_distributions']}"
+        if s.get("embedder") not in (None, "vgg11"):
+            label += f" ({s['embedder']})"
+        if s.get("shuffle_targets"):
+            label += ", shuffled"
+    return label
 
 
 def markdown_table(summaries: list[dict]) -> str:
     """Group runs by (dataset, partition, clients, method, M, scale); mean over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for s in summaries:
-        key = (s["dataset"], s["partition"], s["num_clients"], s.get("participation", 1.0), s["method"],
+        key = (s["dataset"], partition_label(s), s["num_clients"], s.get("participation", 1.0), s["method"],
                s.get("num_models"), scale_note(s))
         groups.setdefault(key, []).append(s)
     lines = [
-        "| dataset | partition | clients | part. | method | M | final acc % (mean ± std over clients) "
+        "| dataset | partition | EMD | clients | part. | method | M | final acc % (mean ± std over clients) "
         "| paper % | seeds | wall time | scale |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key in sorted(groups, key=lambda k: tuple(str(x) for x in k)):
         runs = groups[key]
@@ -78,7 +112,9 @@ def markdown_table(summaries: list[dict]) -> str:
             acc += f" (± {means.std():.2f} over seeds)"
         paper = paper_value(runs[0])
         wall = np.mean([r["wall_time_s"] for r in runs])
-        lines.append(f"| {ds} | {part} | {n} | {frac:g} | {method} | {m if m else '-'} | {acc} | "
+        emds = [r["emd"] for r in runs if r.get("emd") is not None]
+        emd = f"{np.mean(emds):.2f}" if emds else "-"
+        lines.append(f"| {ds} | {part} | {emd} | {n} | {frac:g} | {method} | {m if m else '-'} | {acc} | "
                      f"{paper if paper is not None else '-'} | {len(runs)} | {wall / 60:.1f} min | {scale} |")
     return "\n".join(lines)
 

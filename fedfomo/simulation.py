@@ -208,6 +208,7 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
         "num_clients": cfg.num_clients, "num_rounds": cfg.num_rounds, "participation": cfg.participation,
         "local_epochs": cfg.local_epochs, "seed": cfg.seed, "model": cfg.model,
         "samples_per_client": cfg.samples_per_client,
+        **partition_facts(cfg.partition),
         "emd": emd, "emd_ground": DEFAULT_GROUND,
         "num_models": cfg.fomo.num_models if cfg.method.name == "fedfomo" else None,
         "wall_time_s": time.perf_counter() - start,
@@ -215,6 +216,16 @@ def run_experiment(cfg: DictConfig, out_dir: str | Path) -> dict:
         "git_commit": commit,
     }
     return recorder.write_summary(facts)
+
+
+def partition_facts(partition_cfg: DictConfig) -> dict:
+    """The settings that tell partitions of the same name apart (latent: D, embedder, shuffled targets)."""
+    if partition_cfg.name == "pathological":
+        return {"classes_per_client": int(partition_cfg.classes_per_client)}
+    if partition_cfg.name == "latent":
+        return {"num_distributions": int(partition_cfg.num_distributions), "embedder": str(partition_cfg.embedder),
+                "shuffle_targets": bool(partition_cfg.get("shuffle_targets", False))}
+    return {}
 
 
 def hardware_description(threads: int) -> str:
