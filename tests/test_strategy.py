@@ -64,3 +64,26 @@ def test_initial_parameters(tmp_path):
     st = _strategy(tmp_path)
     out = parameters_to_ndarrays(st.initialize_parameters(None))
     assert len(out) == 2 and all(np.array_equal(a, b) for a, b in zip(out, st.initial_weights))
+
+
+def test_fedfomo_partial_participation_store_and_candidates(tmp_path):
+    st = _strategy(tmp_path, n=6, m=3)
+    params = ndarrays_to_parameters(st.initial_weights)
+
+    def up(c, r):
+        return [np.full(2, 10.0 * r + c), np.full(1, 10.0 * r + c)]
+    # round 1: only clients 0, 1, 2 take part
+    st.aggregate(1, {c: (up(c, 1), 10, {"candidate_ids": "", "weights": ""}) for c in (0, 1, 2)})
+    assert st.affinity.shape == (6, 6) and sorted(st.store) == [0, 1, 2]
+    # a client that never uploaded gets M others, all from the uploaded ones
+    _, cfg = st.download(4, 2, params)
+    assert sorted(decode_ids(cfg["candidate_ids"])) == [0, 1, 2]
+    # round 2: only client 0 uploads; the absent clients' latest uploads stay in the store
+    st.aggregate(2, {0: (up(0, 2), 10, {"candidate_ids": encode_ids([0, 2]),
+                                        "weights": encode_floats(np.array([0.0, 0.5]))})})
+    assert float(st.store[0][0][0]) == 20.0 and float(st.store[1][0][0]) == 11.0
+    np.testing.assert_allclose(st.affinity[0], [1.0, 0.0, 0.5, 0.0, 0.0, 0.0])
+    w, cfg = st.download(1, 3, params)
+    ids = decode_ids(cfg["candidate_ids"])
+    assert ids[0] == 1 and set(ids) <= {0, 1, 2} and len(ids) == 3
+    assert float(split_models(w, 2)[0][1][0]) == 11.0  # its own latest upload, from round 1
