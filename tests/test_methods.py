@@ -400,46 +400,51 @@ def test_pfedme_strategy_applies_beta_to_the_average(tmp_path):
     np.testing.assert_allclose(out[0], 0.5 * np.array([1.75, 1.5]))
 
 
-def test_pfedme_client_evaluates_theta_and_uploads_the_local_model():
-    params = {"lambda": 15.0, "inner_steps": 5, "personal_lr": 0.05, "lr": 0.02, "personal_model": "from_global"}
+PFEDME = {"lambda": 15.0, "inner_steps": 5, "personal_lr": 0.05, "lr": 0.02}
+
+
+def _pfedme_client(cid, personal_model):
     state = RecordDict()
-    client = PFedMeClient(2, _data(n_train=16), _settings(**params), state)
-    glob = _init()
-    theta, _ = client.personalize(glob, {"server_round": 2}, commit=True)
+    client = PFedMeClient(cid, _data(n_train=16), _settings(**PFEDME, personal_model=personal_model), state)
+    return client, state, _init()
+
+
+def _assert_theta_from_global(client, glob, rnd, theta):
     w = client.params_of(glob)
-    expect, _ = baselines.pfedme_inner_solve(w, w, client.grad_fn(), client.train_batch(2), lam=15.0, lr=0.05,
+    expect, _ = baselines.pfedme_inner_solve(w, w, client.grad_fn(), client.train_batch(rnd), lam=15.0, lr=0.05,
                                              steps=5)
     for a, b in zip(theta, client.weights_of(expect, glob)):
         np.testing.assert_allclose(a, b)
-    upload, n, metrics = client.fit(glob, {"server_round": 2})
-    # by hand: two batches of 8, theta warm-started, w <- w - lr * lambda * (w - theta)
-    w_loc, th = list(w), list(w)
-    for batch in client.epoch_batches(2):
+
+
+def _pfedme_training_by_hand(client, glob, rnd):
+    """Two batches of 8, theta warm-started, w <- w - lr * lambda * (w - theta): (last theta, w)."""
+    w_loc = client.params_of(glob)
+    th = list(w_loc)
+    for batch in client.epoch_batches(rnd):
         th, _ = baselines.pfedme_inner_solve(th, w_loc, client.grad_fn(), batch, lam=15.0, lr=0.05, steps=5)
-        w_loc = baselines.pfedme_local_update(w_loc, th, lam=15.0, lr=round_lr(0.02, 0.99, 2))
+        w_loc = baselines.pfedme_local_update(w_loc, th, lam=15.0, lr=round_lr(0.02, 0.99, rnd))
+    return th, w_loc
+
+
+def test_pfedme_client_evaluates_theta_and_uploads_the_local_model():
+    client, state, glob = _pfedme_client(2, "from_global")
+    theta, _ = client.personalize(glob, {"server_round": 2}, commit=True)
+    _assert_theta_from_global(client, glob, 2, theta)
+    upload, n, metrics = client.fit(glob, {"server_round": 2})
+    _, w_loc = _pfedme_training_by_hand(client, glob, 2)
     for a, b in zip(upload, client.weights_of(w_loc, glob)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert n == 16 and 0.0 <= metrics["test_acc"] <= 1.0 and len(state) == 0
 
 
 def test_pfedme_last_theta_is_kept_and_evaluated_next_round():
-    params = {"lambda": 15.0, "inner_steps": 5, "personal_lr": 0.05, "lr": 0.02, "personal_model": "last_theta"}
-    state = RecordDict()
-    client = PFedMeClient(1, _data(n_train=16), _settings(**params), state)
-    glob = _init()
+    client, state, glob = _pfedme_client(1, "last_theta")
     # before any training: theta solved from the global model, as in from_global
     first, _ = client.personalize(glob, {"server_round": 1}, commit=True)
-    w = client.params_of(glob)
-    expect, _ = baselines.pfedme_inner_solve(w, w, client.grad_fn(), client.train_batch(1), lam=15.0, lr=0.05,
-                                             steps=5)
-    for a, b in zip(first, client.weights_of(expect, glob)):
-        np.testing.assert_allclose(a, b)
+    _assert_theta_from_global(client, glob, 1, first)
     client.fit(glob, {"server_round": 1})
-    # by hand: the theta of the last inner solve of that training
-    w_loc, th = list(w), list(w)
-    for batch in client.epoch_batches(1):
-        th, _ = baselines.pfedme_inner_solve(th, w_loc, client.grad_fn(), batch, lam=15.0, lr=0.05, steps=5)
-        w_loc = baselines.pfedme_local_update(w_loc, th, lam=15.0, lr=0.02)
+    th, _ = _pfedme_training_by_hand(client, glob, 1)  # the theta of the last inner solve of that training
     other_global = [g + 1.0 for g in glob]  # the kept theta does not depend on what the server sends
     nxt, _ = client.personalize(other_global, {"server_round": 2}, commit=False)
     for a, b in zip(nxt, client.weights_of(th, glob)):
