@@ -379,6 +379,28 @@ def test_build_partition_turns_cache_mismatch_into_config_error(tmp_path):
 # ---------------------------------------------------------------- real data (small subsets)
 
 
+SHIPPED = {"cifar10": (2, 3, 4, 5, 10)}
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("dataset", sorted(SHIPPED))
+def test_shipped_vgg11_assignments_serve_the_default_latent_settings(data_root, tmp_path, monkeypatch, dataset):
+    from fedfomo.data import load_dataset
+
+    ds = load_dataset(dataset, str(data_root))
+    part = _cfg(f"dataset={dataset}", "partition=latent", f"partition.cache_dir={tmp_path}").partition
+
+    def boom(*a, **k):
+        raise AssertionError("VGG-11 trained although the package ships its assignments")
+    monkeypatch.setattr(embed, "embed_dataset", boom)
+    for d in SHIPPED[dataset]:
+        tr, te, meta = clusters_from_config(part, ds, d)
+        assert tr.shape == (len(ds.train_y),) and te.shape == (len(ds.test_y),)
+        assert set(np.unique(tr)) == set(range(d)) and set(np.unique(te)) == set(range(d))
+        assert meta["embedder_test_acc"] >= 0.85  # the paper's requirement on the embedder
+    assert not (tmp_path / "features").exists()
+
+
 @pytest.mark.realdata
 def test_pixels_latent_split_on_mnist_subset(data_root, tmp_path):
     import dataclasses
