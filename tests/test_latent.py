@@ -379,7 +379,7 @@ def test_build_partition_turns_cache_mismatch_into_config_error(tmp_path):
 # ---------------------------------------------------------------- real data (small subsets)
 
 
-SHIPPED = {"cifar10": (2, 3, 4, 5, 10)}
+SHIPPED = {"cifar10": (2, 3, 4, 5, 10), "mnist": (2, 3, 4, 5, 10)}
 
 
 @pytest.mark.realdata
