@@ -84,6 +84,10 @@ def validate_config(cfg: DictConfig) -> None:
     _float("fomo.epsilon_decay", cfg.fomo.epsilon_decay, 0.0, 1.0)
     _choice("fomo.distance", cfg.fomo.distance, DISTANCES)
     _int("sim.cpus_per_client", cfg.sim.cpus_per_client, 1)
+    _float("sim.gpus_per_client", cfg.sim.gpus_per_client, 0.0, 1.0)
+    _float("sim.connect_timeout_s", cfg.sim.connect_timeout_s, 0.0, float("inf"), low_open=True)
+    _float("sim.round_timeout_s", cfg.sim.round_timeout_s, 0.0, float("inf"), low_open=True)
+    _int("sim.eval_chunk", cfg.sim.eval_chunk, 1)
     if cfg.sim.num_cpus is not None:
         _int("sim.num_cpus", cfg.sim.num_cpus, 1)
     _validate_method(cfg)

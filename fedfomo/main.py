@@ -1,4 +1,9 @@
-"""Entry point: ``python -m fedfomo.main [overrides]`` (Hydra; ``--multirun`` for sweeps)."""
+"""Entry point: ``python -m fedfomo.main [overrides]`` (Hydra; ``--multirun`` for sweeps).
+
+Composes and validates the configuration, checks the data and the partition, saves
+``config.yaml`` in the run folder, and runs the experiment through ``flwr run`` on a SuperLink
+of its own (:func:`fedfomo.simulate.simulate`), which it stops afterwards.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,16 @@ from omegaconf import DictConfig
 
 from fedfomo.config import ConfigError
 from fedfomo.data import DataNotFoundError
-from fedfomo.simulation import run_experiment
+from fedfomo.runconfig import conf_dir
+from fedfomo.simulate import simulate
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base=None)
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
 def main(cfg: DictConfig) -> None:
     """Run one experiment into the Hydra run directory; bad settings exit with code 2."""
+    hc = HydraConfig.get()
     try:
-        run_experiment(cfg, HydraConfig.get().runtime.output_dir)
+        simulate(cfg, list(hc.overrides.task), hc.runtime.output_dir)
     except (ConfigError, DataNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

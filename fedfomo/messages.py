@@ -1,10 +1,58 @@
-"""Encoding of FedFomo's per-client messages into Flower's scalar-only config and metrics."""
+"""What travels between the ServerApp and the ClientApps, and its encoding into Flower Messages.
+
+A request (server -> client) carries the weights the client downloads (``ArrayRecord``
+``"arrays"``) and a config (``ConfigRecord`` ``"config"``: scalars and strings, e.g. FedFomo's
+candidate ids). A reply carries the upload, the number of training examples and the client's
+metrics (``ConfigRecord`` ``"metrics"``, since FedFomo's ids and weights are strings). Lists of
+ids and floats travel as comma-separated strings.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 Weights = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One client's reply: what it uploads, its number of training examples and its metrics."""
+
+    cid: int
+    weights: Weights
+    num_examples: int
+    metrics: dict
+
+
+def request(node_id: int, kind: str, server_round: int, weights: Weights, config: dict) -> Message:
+    """A ``train``/``evaluate`` message to ``node_id`` carrying ``weights`` and ``config``."""
+    content = RecordDict({"arrays": ArrayRecord([np.ascontiguousarray(w) for w in weights]),
+                          "config": ConfigRecord(config)})
+    return Message(content=content, dst_node_id=node_id, message_type=kind, group_id=str(server_round))
+
+
+def unpack_request(msg: Message) -> tuple[Weights, dict]:
+    """``(weights, config)`` of a request."""
+    return msg.content["arrays"].to_numpy_ndarrays(), dict(msg.content["config"])
+
+
+def reply_to(msg: Message, weights: Weights, num_examples: int, metrics: dict) -> Message:
+    """The reply to ``msg``: an upload, the number of training examples and scalar/string metrics."""
+    content = RecordDict({"arrays": ArrayRecord([np.ascontiguousarray(w) for w in weights]),
+                          "metrics": ConfigRecord({**metrics, "num_examples": int(num_examples)})})
+    return Message(content=content, reply_to=msg)
+
+
+def unpack_reply(reply: Message, where: str) -> Upload:
+    """The :class:`Upload` of a client's reply; a reply with an error raises ``RuntimeError`` naming ``where``."""
+    if reply.has_error():
+        raise RuntimeError(f"{where}: node {reply.metadata.src_node_id} failed: {reply.error.reason}")
+    metrics = dict(reply.content["metrics"])
+    return Upload(cid=int(metrics["cid"]), weights=reply.content["arrays"].to_numpy_ndarrays(),
+                  num_examples=int(metrics.pop("num_examples")), metrics=metrics)
 
 
 def encode_ids(ids: list[int]) -> str:

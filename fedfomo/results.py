@@ -8,7 +8,7 @@ Files in the run directory:
   ids and raw weights included;
 - ``affinity/round_NNN.npy``: FedFomo's P after each round;
 - ``summary.json``: final personalized accuracy and run facts (written at the end);
-- ``config.yaml`` and ``partition.json`` are written by :mod:`fedfomo.simulation`.
+- ``config.yaml`` and ``partition.json`` are written by :mod:`fedfomo.server`.
 """
 
 from __future__ import annotations
@@ -99,8 +99,11 @@ class RunRecorder:
         np.save(folder / f"round_{server_round:03d}.npy", affinity)
 
     def log_final(self, accuracies: dict[int, float]) -> None:
-        """Record every client's final personalized test accuracy."""
-        self.final_acc = dict(sorted(accuracies.items()))
+        """Record final personalized test accuracies of some clients (the evaluation may come in chunks)."""
+        self.final_acc = dict(sorted({**self.final_acc, **accuracies}.items()))
+
+    def log_final_done(self) -> None:
+        """Log the final evaluation over every client recorded so far."""
         acc = np.array(list(self.final_acc.values()))
         log.info("final | personalized test acc %.4f +- %.4f over %d clients", acc.mean(), acc.std(), len(acc))
 

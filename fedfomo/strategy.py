@@ -1,32 +1,26 @@
 """Flower strategies: one personalized-FL skeleton, method-specific download and aggregation.
 
-The skeleton samples clients (seeded), builds one ``FitIns`` per client, collects each
-client's metrics into a :class:`~fedfomo.results.RunRecorder` row per round, and after the
-last round asks every client for a final evaluation of the model it would keep.
+Every strategy is a :class:`flwr.serverapp.strategy.Strategy` (Flower's Message API). The
+skeleton samples clients (seeded), builds one train message per sampled client addressed to
+the SuperNode that serves its partition, collects each client's metrics into a
+:class:`~fedfomo.results.RunRecorder` row per round, and after the last round asks every client
+for a final evaluation of the model it would keep. The round loop that drives it over a Flower
+``Grid`` is :func:`fedfomo.server.run_federation`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 
 import numpy as np
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import Strategy
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
 
 from fedfomo import baselines, fomo
-from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_ids
+from fedfomo.messages import Upload, concat_models, decode_floats, decode_ids, encode_ids, request, unpack_reply
 from fedfomo.results import RunRecorder
 
 log = logging.getLogger(__name__)
@@ -40,11 +34,6 @@ def sample_clients(num_clients: int, participation: float, server_round: int, se
         return list(range(num_clients))
     rng = np.random.default_rng([seed, 1, server_round])
     return sorted(int(c) for c in rng.choice(num_clients, size=k, replace=False))
-
-
-def partition_id(proxy: ClientProxy) -> int:
-    """The stable client id (partition id) of a simulation client proxy."""
-    return int(proxy.partition_id)  # type: ignore[attr-defined]
 
 
 class PersonalizedStrategy(Strategy):
@@ -61,23 +50,27 @@ class PersonalizedStrategy(Strategy):
     seed : int
         Seed of client sampling and of any server-side randomness.
     initial_weights : list of np.ndarray
-        The common initial model.
+        The common initial model; the first global model.
     recorder : RunRecorder
         Receives one row per round and the final evaluation.
 
-    """
+    Attributes
+    ----------
+    nodes : dict of int to int
+        Partition id (client id) -> node id of the SuperNode serving it; set by the round loop
+        from what the clients report (:func:`fedfomo.server.discover_partitions`).
 
-    name = "base"
+    """
 
     def __init__(self, *, num_clients: int, num_rounds: int, participation: float, seed: int,
                  initial_weights: Weights, recorder: RunRecorder) -> None:
-        super().__init__()
         self.num_clients = num_clients
         self.num_rounds = num_rounds
         self.participation = participation
         self.seed = seed
-        self.initial_weights = initial_weights
+        self.global_weights: Weights = list(initial_weights)
         self.recorder = recorder
+        self.nodes: dict[int, int] = {}
         self._round_start = 0.0
         self._download_bytes = 0
 
@@ -85,97 +78,100 @@ class PersonalizedStrategy(Strategy):
         return f"{type(self).__name__}(num_clients={self.num_clients})"
 
     # -- method hooks ------------------------------------------------------------------------
-    def download(self, cid: int, server_round: int, parameters: Parameters) -> tuple[Weights, dict[str, Scalar]]:
+    def download(self, cid: int, server_round: int) -> tuple[Weights, dict[str, int | float | str]]:
         """What client ``cid`` receives this round: weights and extra config."""
         raise NotImplementedError
 
-    def aggregate(self, server_round: int, uploads: dict[int, tuple[Weights, int, dict]]) -> Weights | None:
-        """Digest the uploads ``{cid: (weights, num_examples, metrics)}``; return new global weights or None."""
+    def aggregate(self, server_round: int, uploads: dict[int, Upload]) -> Weights | None:
+        """Digest the uploads ``{cid: Upload}``; return new global weights or None."""
         raise NotImplementedError
 
-    def final_download(self, cid: int, parameters: Parameters) -> tuple[Weights, dict[str, Scalar]]:
+    def final_download(self, cid: int) -> tuple[Weights, dict[str, int | float | str]]:
         """What client ``cid`` receives for the final evaluation (default: as in a round)."""
-        return self.download(cid, self.num_rounds + 1, parameters)
-
-    # -- Flower API ----------------------------------------------------------------------------
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:  # noqa: D102
-        return ndarrays_to_parameters(self.initial_weights)
-
-    def _proxies(self, client_manager: ClientManager) -> dict[int, ClientProxy]:
-        client_manager.wait_for(self.num_clients)
-        return {partition_id(p): p for p in client_manager.all().values()}
-
-    def configure_fit(self, server_round: int, parameters: Parameters,
-                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
-        """Sample clients and give each its own download."""
-        self._round_start = time.perf_counter()
-        proxies = self._proxies(client_manager)
-        out = []
-        self._download_bytes = 0
-        for cid in sample_clients(self.num_clients, self.participation, server_round, self.seed):
-            weights, extra = self.download(cid, server_round, parameters)
-            self._download_bytes += sum(w.nbytes for w in weights)
-            config: dict[str, Scalar] = {"server_round": server_round, **extra}
-            out.append((proxies[cid], FitIns(ndarrays_to_parameters(weights), config)))
-        return out
-
-    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-                      failures: list) -> tuple[Parameters | None, dict[str, Scalar]]:
-        """Aggregate the method's way and record the round."""
-        if failures:
-            raise RuntimeError(f"round {server_round}: {len(failures)} client(s) failed: {failures[0]!r}")
-        uploads = {}
-        for _, res in results:
-            m = dict(res.metrics)
-            uploads[int(m["cid"])] = (parameters_to_ndarrays(res.parameters), res.num_examples, m)
-        new = self.aggregate(server_round, uploads)
-        wall = time.perf_counter() - self._round_start
-        upload_bytes = sum(sum(w.nbytes for w in u[0]) for u in uploads.values())
-        self.recorder.log_round(server_round, [u[2] for u in uploads.values()], wall_s=wall,
-                                download_mb=self._download_bytes / 2**20, upload_mb=upload_bytes / 2**20)
-        self.after_round(server_round)
-        return (ndarrays_to_parameters(new) if new is not None else None), {}
+        return self.download(cid, self.num_rounds + 1)
 
     def after_round(self, server_round: int) -> None:
         """Hook for per-round artefacts (e.g. FedFomo's P)."""
 
-    def configure_evaluate(self, server_round: int, parameters: Parameters,
-                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
+    # -- messages ------------------------------------------------------------------------------
+    def _message(self, cid: int, kind: str, server_round: int, weights: Weights, extra: dict) -> Message:
+        if cid not in self.nodes:
+            raise RuntimeError(f"no SuperNode serves partition {cid}; known partitions: {sorted(self.nodes)}")
+        return request(self.nodes[cid], kind, server_round, weights, {"server_round": server_round, **extra})
+
+    def train_messages(self, server_round: int) -> list[Message]:
+        """Sample this round's clients and build each its own download."""
+        self._round_start = time.perf_counter()
+        self._download_bytes = 0
+        out = []
+        for cid in sample_clients(self.num_clients, self.participation, server_round, self.seed):
+            weights, extra = self.download(cid, server_round)
+            self._download_bytes += sum(w.nbytes for w in weights)
+            out.append(self._message(cid, "train", server_round, weights, extra))
+        return out
+
+    def evaluate_messages(self, cids: Iterable[int]) -> list[Message]:
+        """Final-evaluation messages for ``cids`` (each gets what it would download now)."""
+        out = []
+        for cid in cids:
+            weights, extra = self.final_download(cid)
+            out.append(self._message(cid, "evaluate", self.num_rounds + 1, weights, extra))
+        return out
+
+    # -- Flower Strategy API -------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """One message per sampled client with its own download (``arrays``/``config`` unused: the
+        strategy keeps the models it sends)."""
+        return self.train_messages(server_round)
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate the method's way and record the round; a client's error raises ``RuntimeError``."""
+        uploads = {}
+        for reply in replies:
+            up = unpack_reply(reply, f"round {server_round}")
+            uploads[up.cid] = up
+        new = self.aggregate(server_round, uploads)
+        if new is not None:
+            self.global_weights = new
+        wall = time.perf_counter() - self._round_start
+        upload_bytes = sum(sum(w.nbytes for w in u.weights) for u in uploads.values())
+        row = self.recorder.log_round(server_round, [u.metrics for u in uploads.values()], wall_s=wall,
+                                      download_mb=self._download_bytes / 2**20, upload_mb=upload_bytes / 2**20)
+        self.after_round(server_round)
+        return None, MetricRecord({"mean_acc": row["mean_acc"], "wall_s": wall})
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
         """Only after the last round: every client evaluates the model it would keep."""
         if server_round != self.num_rounds:
             return []
-        proxies = self._proxies(client_manager)
-        out = []
-        for cid in range(self.num_clients):
-            weights, extra = self.final_download(cid, parameters)
-            config: dict[str, Scalar] = {"server_round": server_round + 1, **extra}
-            out.append((proxies[cid], EvaluateIns(ndarrays_to_parameters(weights), config)))
-        return out
+        return self.evaluate_messages(range(self.num_clients))
 
-    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
-                           failures: list) -> tuple[float | None, dict[str, Scalar]]:
-        """Record every client's final personalized test accuracy."""
-        if failures:
-            raise RuntimeError(f"final evaluation: {len(failures)} client(s) failed: {failures[0]!r}")
-        acc = {int(r.metrics["cid"]): float(r.metrics["test_acc"]) for _, r in results}
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Record these clients' final personalized test accuracies."""
+        acc = {}
+        for reply in replies:
+            up = unpack_reply(reply, "final evaluation")
+            acc[up.cid] = float(up.metrics["test_acc"])
         self.recorder.log_final(acc)
-        return None, {}
+        return MetricRecord({"num_evaluated": len(acc)})
 
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        """No centralized evaluation: personalized FL is evaluated on each client's test set."""
-        return None
+    def summary(self) -> None:
+        """Log what this strategy does."""
+        log.info("%s: %d clients, %d rounds, participation %.2f, seed %d", type(self).__name__, self.num_clients,
+                 self.num_rounds, self.participation, self.seed)
 
 
 class FedAvgStrategy(PersonalizedStrategy):
     """FedAvg: everyone gets the global model; uploads are averaged weighted by train size."""
 
-    name = "fedavg"
-
-    def download(self, cid, server_round, parameters):  # noqa: D102
-        return parameters_to_ndarrays(parameters), {}
+    def download(self, cid, server_round):  # noqa: D102
+        return self.global_weights, {}
 
     def aggregate(self, server_round, uploads):  # noqa: D102
-        return weighted_average([(w, n) for w, n, _ in uploads.values()])
+        return weighted_average([(u.weights, u.num_examples) for u in uploads.values()])
 
 
 def weighted_average(models: list[tuple[Weights, int]]) -> Weights:
@@ -190,9 +186,7 @@ def weighted_average(models: list[tuple[Weights, int]]) -> Weights:
 class LocalStrategy(PersonalizedStrategy):
     """Local training: nothing is exchanged (clients keep their own model in client state)."""
 
-    name = "local"
-
-    def download(self, cid, server_round, parameters):  # noqa: D102
+    def download(self, cid, server_round):  # noqa: D102
         return [], {}
 
     def aggregate(self, server_round, uploads):  # noqa: D102
@@ -213,8 +207,6 @@ class FedFomoStrategy(PersonalizedStrategy):
 
     """
 
-    name = "fedfomo"
-
     def __init__(self, *, num_models: int, epsilon: float, epsilon_decay: float, **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_models = num_models
@@ -231,9 +223,9 @@ class FedFomoStrategy(PersonalizedStrategy):
             self._rng = np.random.default_rng([self.seed, 2, server_round])
         return self._rng
 
-    def download(self, cid, server_round, parameters):  # noqa: D102
+    def download(self, cid, server_round):  # noqa: D102
         if not self.store:
-            return parameters_to_ndarrays(parameters), {"candidate_ids": ""}
+            return self.global_weights, {"candidate_ids": ""}
         eps = fomo.epsilon_at(self.epsilon, self.epsilon_decay, server_round)
         ids = fomo.select_candidates(self.affinity[cid], cid, sorted(self.store), self.num_models, eps,
                                      self._rng_for(server_round))
@@ -241,12 +233,12 @@ class FedFomoStrategy(PersonalizedStrategy):
 
     def aggregate(self, server_round, uploads):  # noqa: D102
         for cid in sorted(uploads):
-            _, _, metrics = uploads[cid]
+            metrics = uploads[cid].metrics
             ids = decode_ids(str(metrics.get("candidate_ids", "")))
             if ids:
                 self.affinity = fomo.update_affinity(self.affinity, cid, ids, decode_floats(str(metrics["weights"])))
-        for cid, (weights, _, _) in uploads.items():
-            self.store[cid] = weights
+        for cid, up in uploads.items():
+            self.store[cid] = up.weights
 
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_affinity(server_round, self.affinity)
@@ -270,12 +262,9 @@ class PartialSharingStrategy(FedAvgStrategy):
 
     """
 
-    name = "partial"
-
     def __init__(self, *, shared_mask: list[bool], initial_weights: Weights, **kwargs) -> None:
         shared, _ = baselines.split_by_mask(initial_weights, shared_mask)
         super().__init__(initial_weights=shared, **kwargs)
-        self.shared_mask = list(shared_mask)
 
 
 class PFedMeStrategy(FedAvgStrategy):
@@ -293,15 +282,12 @@ class PFedMeStrategy(FedAvgStrategy):
 
     """
 
-    name = "pfedme"
-
     def __init__(self, *, beta: float, **kwargs) -> None:
         super().__init__(**kwargs)
         self.beta = beta
-        self.global_weights: Weights = list(self.initial_weights)
 
     def aggregate(self, server_round, uploads):  # noqa: D102
-        average = weighted_average([(w, n) for w, n, _ in uploads.values()])
+        average = weighted_average([(u.weights, u.num_examples) for u in uploads.values()])
         self.global_weights = baselines.pfedme_server_update(self.global_weights, average, self.beta)
         return self.global_weights
 

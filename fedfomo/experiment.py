@@ -1,0 +1,208 @@
+"""The one builder of an experiment from its configuration, shared by the ServerApp and the ClientApp.
+
+The server and every client build the same :class:`Experiment` from the same configuration
+(deterministically: the partition is seeded), so nothing but models and scalars has to travel
+between them. Also here: the facts every run records (hardware, git commit, partition settings).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from flwr.app import RecordDict
+from omegaconf import DictConfig
+
+from fedfomo.baselines import method_params, strategy_options
+from fedfomo.client import CLIENTS, BaseClient, ClientData, ClientSettings
+from fedfomo.config import ConfigError
+from fedfomo.data import ImageDataset, load_dataset
+from fedfomo.emd import DEFAULT_GROUND
+from fedfomo.models import build_model, get_weights
+from fedfomo.partition import ClientSplit, label_counts, make_partition
+from fedfomo.results import RunRecorder
+from fedfomo.shared_data import shared_train_indices, with_shared_train
+
+log = logging.getLogger("fedfomo")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything a run's server and clients need, built once per process from the configuration.
+
+    Attributes
+    ----------
+    cfg : DictConfig
+        The composed, validated configuration.
+    dataset : ImageDataset
+        The whole dataset (uint8 tensors in memory).
+    splits : list of ClientSplit
+        Every client's train/val/test indices.
+    settings : ClientSettings
+        What every client needs besides its data.
+    shared_train : np.ndarray, optional
+        Indices (official train split) added to every client's train set, e.g. the shared data
+        of ``fedavg_data`` (:mod:`fedfomo.shared_data`); never to val or test.
+
+    """
+
+    cfg: DictConfig
+    dataset: ImageDataset
+    splits: list[ClientSplit]
+    settings: ClientSettings
+    shared_train: np.ndarray | None = None
+
+
+def build_experiment(cfg: DictConfig) -> Experiment:
+    """Load the data, partition it and derive the client settings; impossible settings raise :class:`ConfigError`.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        A validated configuration (:func:`fedfomo.config.validate_config`).
+
+    """
+    root = str(Path(cfg.dataset.root).expanduser().resolve())
+    ds = load_dataset(cfg.dataset.name, root, bool(cfg.dataset.download))
+    splits = build_partition(cfg, ds)
+    settings = ClientSettings(
+        model=cfg.model, image_shape=ds.image_shape, num_classes=ds.num_classes, seed=cfg.seed,
+        mean=ds.mean, std=ds.std, local_epochs=cfg.local_epochs, lr=cfg.optim.lr,
+        lr_decay=cfg.optim.lr_decay, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
+        batch_size=cfg.optim.batch_size, eval_batch_size=cfg.optim.eval_batch_size, distance=cfg.fomo.distance,
+        method_params=method_params(cfg),
+    )
+    try:
+        shared = shared_train_indices(cfg, ds.train_y.numpy(), splits)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    return Experiment(cfg=cfg, dataset=ds, splits=splits, settings=settings, shared_train=shared)
+
+
+def client_data(exp: Experiment, cid: int) -> ClientData:
+    """Client ``cid``'s tensors (its shared training data included)."""
+    ds = exp.dataset
+    sp = with_shared_train(exp.splits[cid], exp.shared_train)
+    return ClientData(
+        train_x=ds.train_x[sp.train], train_y=ds.train_y[sp.train],
+        val_x=ds.train_x[sp.val], val_y=ds.train_y[sp.val],
+        test_x=ds.test_x[sp.test], test_y=ds.test_y[sp.test],
+    )
+
+
+def build_client(exp: Experiment, cid: int, state: RecordDict) -> BaseClient:
+    """The configured method's client for partition ``cid``, keeping its state in ``state``."""
+    torch.set_num_threads(int(exp.cfg.sim.cpus_per_client))
+    return CLIENTS[exp.cfg.method.name](cid, client_data(exp, cid), exp.settings, state)
+
+
+def initial_weights(exp: Experiment) -> list[np.ndarray]:
+    """The common initial model (seeded; every client can rebuild it)."""
+    ds = exp.dataset
+    return get_weights(build_model(exp.cfg.model, ds.image_shape, ds.num_classes, exp.cfg.seed))
+
+
+def partition_report(ds: ImageDataset, splits: list[ClientSplit]) -> list[dict]:
+    """Each client's label counts in its train, val and test sets (partition.json)."""
+    ytr, yte = ds.train_y.numpy(), ds.test_y.numpy()
+    return [
+        {
+            "cid": cid,
+            "train": label_counts(ytr, sp.train, ds.num_classes),
+            "val": label_counts(ytr, sp.val, ds.num_classes),
+            "test": label_counts(yte, sp.test, ds.num_classes),
+            # latent split: the cluster of the client's training data and of its val/test sets
+            **({"cluster": sp.cluster, "target_cluster": sp.target_cluster} if sp.cluster is not None else {}),
+        }
+        for cid, sp in enumerate(splits)
+    ]
+
+
+def build_partition(cfg: DictConfig, ds: ImageDataset) -> list[ClientSplit]:
+    """The configured partition; impossible settings become a :class:`ConfigError`."""
+    try:
+        if cfg.partition.name == "latent":
+            from fedfomo.embed import latent_splits
+
+            return latent_splits(cfg, ds)
+        return make_partition(
+            ds.train_y.numpy(), ds.test_y.numpy(), kind=cfg.partition.name, num_clients=cfg.num_clients,
+            val_ratio=cfg.val_ratio, seed=cfg.seed,
+            classes_per_client=cfg.partition.get("classes_per_client", 2),
+            samples_per_client=cfg.samples_per_client,
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunRecorder):
+    """The configured method's Flower strategy, starting from the common ``initial`` model."""
+    from fedfomo.strategy import STRATEGIES
+
+    common = dict(num_clients=cfg.num_clients, num_rounds=cfg.num_rounds, participation=cfg.participation,
+                  seed=cfg.seed, initial_weights=initial, recorder=recorder)
+    if cfg.method.name == "fedfomo":
+        return STRATEGIES["fedfomo"](num_models=cfg.fomo.num_models, epsilon=cfg.fomo.epsilon,
+                                     epsilon_decay=cfg.fomo.epsilon_decay, **common)
+    return STRATEGIES[cfg.method.name](**strategy_options(cfg), **common)
+
+
+def run_facts(cfg: DictConfig, emd: float) -> dict:
+    """The settings summary.json records next to the accuracies."""
+    return {
+        "method": cfg.method.name, "dataset": cfg.dataset.name, "partition": cfg.partition.name,
+        "num_clients": cfg.num_clients, "num_rounds": cfg.num_rounds, "participation": cfg.participation,
+        "local_epochs": cfg.local_epochs, "seed": cfg.seed, "model": cfg.model,
+        "samples_per_client": cfg.samples_per_client,
+        **partition_facts(cfg.partition),
+        "emd": emd, "emd_ground": DEFAULT_GROUND,
+        "num_models": cfg.fomo.num_models if cfg.method.name == "fedfomo" else None,
+        "hardware": hardware_description(cfg.sim.cpus_per_client),
+    }
+
+
+def partition_facts(partition_cfg: DictConfig) -> dict:
+    """The settings that tell partitions of the same name apart (latent: D, embedder, shuffled targets)."""
+    if partition_cfg.name == "pathological":
+        return {"classes_per_client": int(partition_cfg.classes_per_client)}
+    if partition_cfg.name == "latent":
+        return {"num_distributions": int(partition_cfg.num_distributions), "embedder": str(partition_cfg.embedder),
+                "shuffle_targets": bool(partition_cfg.get("shuffle_targets", False))}
+    return {}
+
+
+def hardware_description(threads: int) -> str:
+    """One line describing where the run happened (CPU model, cores, torch threads per client)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread(s) per client, torch {torch.__version__}, CPU"
+
+
+def git_commit() -> str | None:
+    """The code's git commit, or None outside git.
+
+    ``-dirty`` is appended when tracked files under ``fedfomo/`` or ``conf/`` (the code and
+    configs that determine results) have uncommitted changes; result folders do not count.
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":/fedfomo", ":/conf"],
+                               cwd=here,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")

@@ -1,0 +1,198 @@
+"""One configuration for every way in: Hydra's ``conf/``, ``flwr run``'s flat keys, and their mapping.
+
+The Hydra configs in ``conf/`` are the single source of settings. ``flwr run`` passes a flat
+``run_config`` (``[tool.flwr.app.config]`` in ``pyproject.toml`` plus ``--run-config``); this
+module turns it into Hydra overrides and composes the same configuration that
+``python -m fedfomo.main`` would, so that the ServerApp and every ClientApp (in simulation or on
+SuperNodes) build the identical experiment from it.
+
+Flat keys (see :data:`FLAT_KEYS`) map onto Hydra overrides; a few use a sentinel for "the
+config's default" because TOML has no null (``samples-per-client = 0``, ``lr = 0.0``,
+``data-root = ""``). ``overrides`` holds any further Hydra overrides (space separated, shell
+quoting) and wins over the flat keys. ``run-dir`` is where the ServerApp writes the results.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from fedfomo.config import ConfigError, validate_config
+
+#: flat ``flwr run`` key -> (Hydra override key, sentinel meaning "leave the config's default").
+FLAT_KEYS: dict[str, tuple[str, object]] = {
+    "dataset": ("dataset", None),
+    "partition": ("partition", None),
+    "method": ("method", None),
+    "model": ("model", None),
+    "num-clients": ("num_clients", None),
+    "num-server-rounds": ("num_rounds", None),
+    "participation": ("participation", None),
+    "local-epochs": ("local_epochs", None),
+    "seed": ("seed", None),
+    "num-models": ("fomo.num_models", None),
+    "epsilon": ("fomo.epsilon", None),
+    "epsilon-decay": ("fomo.epsilon_decay", None),
+    "samples-per-client": ("samples_per_client", 0),
+    "lr": ("optim.lr", 0.0),
+    "data-root": ("dataset.root", ""),
+}
+#: flat keys that select a config group (their value is the group option's name)
+GROUPS = ("dataset", "partition", "method")
+#: keys that are not settings of the experiment
+CONTROL_KEYS = ("overrides", "run-dir")
+
+
+def conf_dir() -> Path:
+    """The folder holding ``config.yaml`` and the config groups.
+
+    ``conf/`` at the top of the source tree; in an installed wheel it is shipped as
+    ``fedfomo/conf`` (see ``pyproject.toml``).
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise ConfigError(f"the Hydra configs are missing: neither {here / 'conf'} nor {here.parent / 'conf'} exists")
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra ``overrides`` (no run directory, no logging setup).
+
+    Parameters
+    ----------
+    overrides : list of str
+        Hydra overrides, e.g. ``["dataset=mnist", "fomo.num_models=3"]``.
+
+    Returns
+    -------
+    DictConfig
+        The composed configuration (interpolations unresolved).
+
+    Raises
+    ------
+    ConfigError
+        When Hydra rejects an override (unknown key or group option); one line.
+
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"overrides {' '.join(overrides)!r} rejected: {first}") from err
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def overrides_from_run_config(run_config: Mapping[str, object]) -> list[str]:
+    """The Hydra overrides that a flat ``flwr run`` configuration stands for.
+
+    Parameters
+    ----------
+    run_config : mapping
+        ``context.run_config``: the flat keys of :data:`FLAT_KEYS` and :data:`CONTROL_KEYS`.
+
+    Returns
+    -------
+    list of str
+        One override per flat key that is not at its sentinel, then the ``overrides`` string's
+        entries, which replace flat keys of the same name.
+
+    Raises
+    ------
+    ConfigError
+        For a key that is neither a flat setting nor a control key.
+
+    """
+    unknown = sorted(set(run_config) - set(FLAT_KEYS) - set(CONTROL_KEYS))
+    if unknown:
+        allowed = ", ".join([*FLAT_KEYS, *CONTROL_KEYS])
+        raise ConfigError(f"run-config key {unknown[0]!r} does not exist; allowed: {allowed}")
+    flat: dict[str, str] = {}
+    for name, (key, sentinel) in FLAT_KEYS.items():
+        if name not in run_config:
+            continue
+        value = run_config[name]
+        if sentinel is not None and value == sentinel and type(value) is type(sentinel):
+            continue
+        flat[key] = f"{key}={_hydra_value(value)}"
+    try:
+        extra = shlex.split(str(run_config.get("overrides", "") or ""))
+    except ValueError as err:
+        raise ConfigError(f"run-config overrides={run_config.get('overrides')!r} is not valid: {err}") from err
+    for item in extra:
+        if "=" not in item:
+            raise ConfigError(f"run-config overrides entry {item!r} is not key=value; "
+                              f"allowed: Hydra overrides such as optim.momentum=0.9")
+        flat.pop(_override_key(item), None)
+    return [*flat.values(), *extra]
+
+
+def _hydra_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value and all(c.isalnum() or c in "_-./:" for c in value) else repr(value)
+    return str(value)
+
+
+def run_config_for(cfg: DictConfig, overrides: list[str], out_dir: str | Path) -> dict[str, object]:
+    """The ``--run-config`` under which ``flwr run`` composes exactly ``cfg`` (the Hydra entry point's).
+
+    Every flat key is stated with ``cfg``'s value, so that ``pyproject.toml``'s defaults never
+    apply, and the user's ``overrides`` travel verbatim; ``dataset.root`` travels as an absolute path.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The composed, validated configuration.
+    overrides : list of str
+        The Hydra overrides ``cfg`` was composed with.
+    out_dir : str or Path
+        The run folder.
+
+    """
+    config: dict[str, object] = {}
+    for name, (key, sentinel) in FLAT_KEYS.items():
+        value = OmegaConf.select(cfg, key + ".name" if key in GROUPS else key)
+        config[name] = sentinel if value is None else value
+    config["data-root"] = str(Path(cfg.dataset.root).expanduser().resolve())
+    kept = [o for o in overrides if _override_key(o) != "dataset.root"]
+    return {**config, "overrides": shlex.join(kept), "run-dir": str(Path(out_dir).resolve())}
+
+
+def experiment_config(run_config: Mapping[str, object]) -> DictConfig:
+    """Compose and validate the configuration of a ``flwr run`` (ServerApp and ClientApp alike)."""
+    cfg = compose(overrides_from_run_config(run_config))
+    validate_config(cfg)
+    return cfg
+
+
+def run_dir(run_config: Mapping[str, object], cfg: DictConfig) -> Path:
+    """Where the ServerApp writes the results: ``run-dir``, else ``outputs/flwr/<dataset>_<partition>_<method>/<time>``."""
+    given = str(run_config.get("run-dir", "") or "")
+    if given:
+        return Path(given).expanduser().resolve()
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    return (Path("outputs") / "flwr" / f"{cfg.dataset.name}_{cfg.partition.name}_{cfg.method.name}" / stamp).resolve()
+
+
+def config_yaml(cfg: DictConfig) -> str:
+    """The resolved configuration as saved in a run folder's ``config.yaml``."""
+    return OmegaConf.to_yaml(cfg, resolve=True)

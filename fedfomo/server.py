@@ -1,0 +1,174 @@
+"""The server's side of a run over a Flower ``Grid``: find the clients, run the rounds, write the results.
+
+Used by the ServerApp (:mod:`fedfomo.server_app`) whether the Grid is Flower's simulation
+engine or a real SuperLink with SuperNodes. The server knows nodes by their node id only; it
+learns which partition each SuperNode serves from the node itself (a ``query`` message answered
+from the node's ``partition-id``), so nothing depends on how the nodes were started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+from omegaconf import DictConfig
+
+from fedfomo.emd import DEFAULT_GROUND, partition_emd
+from fedfomo.experiment import (
+    Experiment,
+    build_strategy,
+    git_commit,
+    initial_weights,
+    partition_report,
+    run_facts,
+)
+from fedfomo.results import RunRecorder
+from fedfomo.runconfig import config_yaml
+
+log = logging.getLogger("fedfomo")
+
+
+def discover_partitions(grid: Grid, num_clients: int, timeout_s: float, poll_s: float = 0.2) -> dict[int, int]:
+    """Map every partition id 0..N-1 to the node serving it, from what the nodes report.
+
+    Waits until ``num_clients`` nodes are connected, asks each for its ``partition-id`` and
+    ``num-partitions`` (a ``query`` message) and checks that every partition is served exactly once.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's grid (simulation or deployment).
+    num_clients : int
+        Partitions the run needs.
+    timeout_s : float
+        How long to wait for the nodes to connect and to answer.
+    poll_s : float
+        Interval between checks for connected nodes.
+
+    Returns
+    -------
+    dict of int to int
+        Partition id -> node id.
+
+    Raises
+    ------
+    RuntimeError
+        One line: too few nodes after ``timeout_s``, a node's error (e.g. no ``partition-id``),
+        or partitions missing, duplicated or with another ``num-partitions``.
+
+    """
+    deadline = time.monotonic() + timeout_s
+    nodes = sorted(grid.get_node_ids())
+    while len(nodes) < num_clients and time.monotonic() < deadline:
+        time.sleep(poll_s)
+        nodes = sorted(grid.get_node_ids())
+    if len(nodes) < num_clients:
+        raise RuntimeError(f"waited {timeout_s:.0f} s (sim.connect_timeout_s) for {num_clients} SuperNodes, "
+                           f"{len(nodes)} connected; start one SuperNode per partition")
+    queries = [Message(RecordDict({"config": ConfigRecord({"num-clients": num_clients})}), dst_node_id=n,
+                       message_type="query") for n in nodes]
+    replies = list(grid.send_and_receive(queries, timeout=max(1.0, deadline - time.monotonic())))
+    served: dict[int, list[int]] = {}
+    for reply in replies:
+        node = int(reply.metadata.src_node_id)
+        if reply.has_error():
+            raise RuntimeError(f"node {node} cannot take part: {reply.error.reason}")
+        served.setdefault(int(reply.content["config"]["partition-id"]), []).append(node)
+    if len(replies) < len(nodes):
+        raise RuntimeError(f"{len(nodes) - len(replies)} of {len(nodes)} SuperNodes did not answer within "
+                           f"{timeout_s:.0f} s (sim.connect_timeout_s)")
+    twice = {p: n for p, n in served.items() if len(n) > 1}
+    if twice:
+        p, n = next(iter(sorted(twice.items())))
+        raise RuntimeError(f"partition-id={p} is served by {len(n)} SuperNodes (nodes {n}); give each its own")
+    missing = sorted(set(range(num_clients)) - set(served))
+    if missing:
+        raise RuntimeError(f"no SuperNode serves partition-id {missing[0]} ({len(missing)} missing of {num_clients})")
+    return {p: n[0] for p, n in sorted(served.items())}
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool = False) -> dict:
+    """Run ``exp`` over ``grid`` and write every result file into ``out_dir``.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's grid.
+    exp : Experiment
+        The experiment (:func:`fedfomo.experiment.build_experiment`).
+    out_dir : Path
+        The run folder; a ``config.yaml`` already there (written by the Hydra entry point) must
+        match this run's configuration.
+    progress : bool
+        Show a tqdm bar over rounds.
+
+    Returns
+    -------
+    dict
+        The content of summary.json.
+
+    """
+    start = time.perf_counter()
+    cfg: DictConfig = exp.cfg
+    commit = git_commit()  # before the run: the code that produced the results
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = config_yaml(cfg)
+    saved = out_dir / "config.yaml"
+    if saved.exists() and saved.read_text() != text:
+        raise RuntimeError(f"{saved} holds another configuration than this run's; use another run folder")
+    _write_text(saved, text)
+    ds, splits = exp.dataset, exp.splits
+    emd = partition_emd(ds.train_y.numpy(), splits, ds.num_classes)
+    _write_text(out_dir / "partition.json", json.dumps({"clients": partition_report(ds, splits), "emd": emd,
+                                                         "emd_ground": DEFAULT_GROUND}))
+    log.info("%s | %s | %s | %d clients | train %d val %d test %d images per client (mean) | results in %s",
+             cfg.method.name, cfg.dataset.name, cfg.partition.name, cfg.num_clients,
+             np.mean([len(s.train) for s in splits]), np.mean([len(s.val) for s in splits]),
+             np.mean([len(s.test) for s in splits]), out_dir)
+
+    recorder = RunRecorder(out_dir, cfg.num_rounds, workers=_workers(cfg), progress=progress)
+    strategy = build_strategy(cfg, initial_weights(exp), recorder)
+    strategy.nodes = discover_partitions(grid, cfg.num_clients, float(cfg.sim.connect_timeout_s))
+    timeout = float(cfg.sim.round_timeout_s)
+    for rnd in range(1, cfg.num_rounds + 1):
+        msgs = strategy.train_messages(rnd)
+        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        _check_complete(msgs, replies, f"round {rnd}", timeout)
+        strategy.aggregate_train(rnd, replies)
+    # final evaluation in chunks: memory stays bounded whatever the population
+    for chunk in _chunks(list(range(cfg.num_clients)), max(1, int(cfg.sim.eval_chunk))):
+        msgs = strategy.evaluate_messages(chunk)
+        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        _check_complete(msgs, replies, "final evaluation", timeout)
+        strategy.aggregate_evaluate(cfg.num_rounds, replies)
+    recorder.log_final_done()
+    facts = {**run_facts(cfg, emd), "wall_time_s": time.perf_counter() - start, "git_commit": commit}
+    return recorder.write_summary(facts)
+
+
+def _workers(cfg: DictConfig) -> int:
+    import os
+
+    num_cpus = cfg.sim.num_cpus or os.cpu_count() or 1
+    return min(cfg.num_clients, max(1, num_cpus // cfg.sim.cpus_per_client))
+
+
+def _check_complete(msgs: list[Message], replies: list[Message], where: str, timeout: float) -> None:
+    if len(replies) < len(msgs):
+        raise RuntimeError(f"{where}: {len(msgs) - len(replies)} of {len(msgs)} clients did not reply within "
+                           f"{timeout:.0f} s (sim.round_timeout_s)")

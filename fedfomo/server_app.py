@@ -1,0 +1,38 @@
+"""Flower ServerApp of every method: ``flwr run`` (simulation or deployment) enters here.
+
+The configuration comes from the run config (:mod:`fedfomo.runconfig`); the round loop is
+:func:`fedfomo.server.run_federation`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedfomo.config import ConfigError
+from fedfomo.data import DataNotFoundError
+from fedfomo.experiment import build_experiment
+from fedfomo.logs import setup_logging
+from fedfomo.runconfig import experiment_config, run_dir
+from fedfomo.server import run_federation
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Compose the configuration, build the experiment and run it; bad settings end the run with one line."""
+    setup_logging()
+    log = logging.getLogger("fedfomo")
+    try:
+        cfg = experiment_config(context.run_config)
+        out = run_dir(context.run_config, cfg)
+        exp = build_experiment(cfg)
+    except (ConfigError, DataNotFoundError) as err:
+        log.error("error: %s", err)
+        sys.exit(2)
+    setup_logging(out / "server.log")
+    run_federation(grid, exp, out, progress=False)
