@@ -356,7 +356,7 @@ def test_bad_latent_settings_name_key_and_allowed(overrides, key, allowed):
 
 
 def test_build_partition_turns_cache_mismatch_into_config_error(tmp_path):
-    from fedfomo.simulation import build_partition, partition_report
+    from fedfomo.experiment import build_partition, partition_report
 
     ds = _tiny_ds()
     cfg = _cfg("partition=latent", "partition.embedder=pixels", "partition.pca_dim=4", "partition.num_distributions=3",

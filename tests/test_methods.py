@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.common import Context, RecordDict
+from flwr.app import RecordDict
 from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.nn import functional as F
@@ -27,6 +27,7 @@ from fedfomo.client import (
 )
 from fedfomo.config import METHODS, ConfigError, validate_config
 from fedfomo.data import normalize
+from fedfomo.messages import Upload
 from fedfomo.models import build_model, get_weights, set_weights, state_keys
 from fedfomo.partition import ClientSplit
 from fedfomo.results import RunRecorder
@@ -197,8 +198,8 @@ def test_partial_sharing_averages_shared_layers_and_keeps_the_rest(tmp_path, pre
     strategy = PartialSharingStrategy(shared_mask=mask, num_clients=2, num_rounds=3, participation=1.0, seed=0,
                                       initial_weights=init, recorder=RunRecorder(tmp_path, 3, 1, progress=False))
     # the server only holds (and sends) the shared layers of the initial model
-    assert len(strategy.initial_weights) == len(shared_keys)
-    global1 = list(strategy.initial_weights)
+    assert len(strategy.global_weights) == len(shared_keys)
+    global1 = list(strategy.global_weights)
     states = [RecordDict(), RecordDict()]
     uploads, trained = {}, {}
     for cid in (0, 1):
@@ -206,9 +207,9 @@ def test_partial_sharing_averages_shared_layers_and_keeps_the_rest(tmp_path, pre
         upload, n, _ = client.fit(global1, {"server_round": 1})
         trained[cid] = get_weights(client.model)
         assert len(upload) == len(shared_keys)
-        uploads[cid] = (upload, n + 10 * cid, {})  # unequal sizes: a weighted average
+        uploads[cid] = Upload(cid, upload, n + 10 * cid, {})  # unequal sizes: a weighted average
     new_global = strategy.aggregate(1, uploads)
-    expect = weighted_average([(uploads[c][0], uploads[c][1]) for c in (0, 1)])
+    expect = weighted_average([(uploads[c].weights, uploads[c].num_examples) for c in (0, 1)])
     for a, b in zip(new_global, expect):
         np.testing.assert_allclose(a, b)
     # next round: shared layers = the average, kept layers = this client's own trained ones
@@ -284,20 +285,15 @@ def test_shared_data_only_for_methods_that_ask_for_it():
 
 
 @pytest.mark.realdata
-def test_client_factory_adds_shared_train_data(data_root):
-    from fedfomo.data import load_dataset
-    from fedfomo.simulation import ClientFactory, build_partition
+def test_experiment_adds_shared_train_data_to_every_client(data_root):
+    from fedfomo.experiment import build_client, build_experiment
 
-    cfg = _cfg("method=fedavg_data", "dataset=mnist", "num_clients=3", "samples_per_client=50")
-    ds = load_dataset("mnist", str(data_root))
-    splits = build_partition(cfg, ds)
-    shared = shared_train_indices(cfg, ds.train_y.numpy(), splits)
+    cfg = _cfg("method=fedavg_data", "dataset=mnist", "num_clients=3", "samples_per_client=50",
+               f"dataset.root={data_root}")
+    exp = build_experiment(cfg)
+    ds, splits, shared = exp.dataset, exp.splits, exp.shared_train
     assert len(shared) == round(0.05 * sum(len(s.train) for s in splits))
-    settings = _settings()
-    factory = ClientFactory(method="fedavg_data", dataset="mnist", root=str(data_root), splits=splits,
-                            settings=settings, threads=1, shared_train=shared)
-    ctx = Context(run_id=0, node_id=1, node_config={"partition-id": 1}, state=RecordDict(), run_config={})
-    data = factory(ctx).numpy_client.data  # type: ignore[attr-defined]
+    data = build_client(exp, 1, RecordDict()).data
     train_idx = np.union1d(splits[1].train, shared)
     torch.testing.assert_close(data.train_y, ds.train_y[train_idx])
     torch.testing.assert_close(data.val_y, ds.train_y[splits[1].val])
@@ -393,10 +389,10 @@ def test_pfedme_strategy_applies_beta_to_the_average(tmp_path):
     init = [np.zeros(2, dtype=np.float32)]
     st = PFedMeStrategy(beta=0.5, num_clients=2, num_rounds=2, participation=1.0, seed=0, initial_weights=init,
                         recorder=RunRecorder(tmp_path, 2, 1, progress=False))
-    out = st.aggregate(1, {0: ([np.array([2.0, 0.0], dtype=np.float32)], 1, {}),
-                           1: ([np.array([4.0, 4.0], dtype=np.float32)], 3, {})})
+    out = st.aggregate(1, {0: Upload(0, [np.array([2.0, 0.0], dtype=np.float32)], 1, {}),
+                           1: Upload(1, [np.array([4.0, 4.0], dtype=np.float32)], 3, {})})
     np.testing.assert_allclose(out[0], 0.5 * np.array([3.5, 3.0]))  # average [3.5, 3.0], half a step from 0
-    out = st.aggregate(2, {0: ([np.array([0.0, 0.0], dtype=np.float32)], 1, {})})
+    out = st.aggregate(2, {0: Upload(0, [np.array([0.0, 0.0], dtype=np.float32)], 1, {})})
     np.testing.assert_allclose(out[0], 0.5 * np.array([1.75, 1.5]))
 
 
