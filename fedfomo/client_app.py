@@ -22,7 +22,7 @@ app = ClientApp()
 
 
 def partition_of(node_config: dict, num_clients: int | None = None) -> int:
-    """This node's partition id, checked against ``num-partitions`` and the run's number of clients.
+    """The partition id of a node, checked against ``num-partitions`` and the run's number of clients.
 
     Raises
     ------

@@ -182,13 +182,18 @@ def start_superlink(fed: Federation, *, simulation: bool, timeout_s: float = 60.
     raise RuntimeError(f"waited {timeout_s:.0f} s for flower-superlink to answer on 127.0.0.1:{fed.port}")
 
 
-def start_supernodes(fed: Federation, num: int) -> None:
-    """Start ``num`` insecure SuperNodes, node ``i`` serving ``partition-id=i num-partitions=num``."""
-    for i in range(num):
+def start_supernodes(fed: Federation, num: int, node_configs: list[str] | None = None) -> None:
+    """Start ``num`` insecure SuperNodes, node ``i`` serving ``partition-id=i num-partitions=num``.
+
+    ``node_configs`` replaces the ``--node-config`` strings (e.g. to test a node without one).
+    """
+    configs = node_configs if node_configs is not None else [f"partition-id={i} num-partitions={num}"
+                                                             for i in range(num)]
+    for i, node_config in enumerate(configs):
         fed.start(f"supernode_{i}", [
             "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{fed.port}",
-            "--host", "127.0.0.1", "--port", str(free_port()),
-            "--node-config", f"partition-id={i} num-partitions={num}",
+            "--host", "127.0.0.1", "--port", str(free_port()), "--max-wait-time", "60",
+            *(["--node-config", node_config] if node_config else []),
         ])
 
 

@@ -185,7 +185,10 @@ def experiment_config(run_config: Mapping[str, object]) -> DictConfig:
 
 
 def run_dir(run_config: Mapping[str, object], cfg: DictConfig) -> Path:
-    """Where the ServerApp writes the results: ``run-dir``, else ``outputs/flwr/<dataset>_<partition>_<method>/<time>``."""
+    """Where the ServerApp writes the results.
+
+    ``run-dir``, else ``outputs/flwr/<dataset>_<partition>_<method>/<time>`` under the working folder.
+    """
     given = str(run_config.get("run-dir", "") or "")
     if given:
         return Path(given).expanduser().resolve()

@@ -33,7 +33,17 @@ from fedfomo.runconfig import config_yaml
 log = logging.getLogger("fedfomo")
 
 
-def discover_partitions(grid: Grid, num_clients: int, timeout_s: float, poll_s: float = 0.2) -> dict[int, int]:
+def is_simulation(grid: Grid) -> bool:
+    """Whether ``grid`` is Flower's simulation engine (every simulated SuperNode exists from the start)."""
+    try:
+        from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+    except ImportError:  # pragma: no cover - layout of another flwr release
+        return False
+    return isinstance(grid, InMemoryGrid)
+
+
+def discover_partitions(grid: Grid, num_clients: int, timeout_s: float, poll_s: float = 0.2,
+                        simulation: bool = False) -> dict[int, int]:
     """Map every partition id 0..N-1 to the node serving it, from what the nodes report.
 
     Waits until ``num_clients`` nodes are connected, asks each for its ``partition-id`` and
@@ -49,6 +59,8 @@ def discover_partitions(grid: Grid, num_clients: int, timeout_s: float, poll_s: 
         How long to wait for the nodes to connect and to answer.
     poll_s : float
         Interval between checks for connected nodes.
+    simulation : bool
+        Simulated nodes all exist from the start: too few is an error at once.
 
     Returns
     -------
@@ -64,12 +76,16 @@ def discover_partitions(grid: Grid, num_clients: int, timeout_s: float, poll_s: 
     """
     deadline = time.monotonic() + timeout_s
     nodes = sorted(grid.get_node_ids())
+    if simulation and len(nodes) < num_clients:
+        raise RuntimeError(f"the simulation has {len(nodes)} SuperNodes but the run needs num_clients={num_clients}: "
+                           f'pass --federation-config "num-supernodes={num_clients}" to flwr run')
     while len(nodes) < num_clients and time.monotonic() < deadline:
         time.sleep(poll_s)
         nodes = sorted(grid.get_node_ids())
     if len(nodes) < num_clients:
         raise RuntimeError(f"waited {timeout_s:.0f} s (sim.connect_timeout_s) for {num_clients} SuperNodes, "
-                           f"{len(nodes)} connected; start one SuperNode per partition")
+                           f"{len(nodes)} connected; start one SuperNode per partition "
+                           f'(flower-supernode --node-config "partition-id=I num-partitions={num_clients}")')
     queries = [Message(RecordDict({"config": ConfigRecord({"num-clients": num_clients})}), dst_node_id=n,
                        message_type="query") for n in nodes]
     replies = list(grid.send_and_receive(queries, timeout=max(1.0, deadline - time.monotonic())))
@@ -143,7 +159,8 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
 
     recorder = RunRecorder(out_dir, cfg.num_rounds, workers=_workers(cfg), progress=progress)
     strategy = build_strategy(cfg, initial_weights(exp), recorder)
-    strategy.nodes = discover_partitions(grid, cfg.num_clients, float(cfg.sim.connect_timeout_s))
+    strategy.nodes = discover_partitions(grid, cfg.num_clients, float(cfg.sim.connect_timeout_s),
+                                         simulation=is_simulation(grid))
     timeout = float(cfg.sim.round_timeout_s)
     for rnd in range(1, cfg.num_rounds + 1):
         msgs = strategy.train_messages(rnd)

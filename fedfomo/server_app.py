@@ -7,6 +7,7 @@ The configuration comes from the run config (:mod:`fedfomo.runconfig`); the roun
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from flwr.app import Context
@@ -19,6 +20,7 @@ from fedfomo.logs import setup_logging
 from fedfomo.runconfig import experiment_config, run_dir
 from fedfomo.server import run_federation
 
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's FutureWarning on CPU-only runs
 app = ServerApp()
 
 
@@ -35,4 +37,8 @@ def main(grid: Grid, context: Context) -> None:
         log.error("error: %s", err)
         sys.exit(2)
     setup_logging(out / "server.log")
-    run_federation(grid, exp, out, progress=False)
+    try:
+        run_federation(grid, exp, out, progress=False)
+    except RuntimeError as err:  # missing nodes, a client's error, a timeout: one line, the run ends
+        log.error("error: %s", err)
+        sys.exit(1)

@@ -121,8 +121,10 @@ class PersonalizedStrategy(Strategy):
     # -- Flower Strategy API -------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        """One message per sampled client with its own download (``arrays``/``config`` unused: the
-        strategy keeps the models it sends)."""
+        """One message per sampled client with its own download.
+
+        ``arrays`` and ``config`` are unused: the strategy keeps the models it sends.
+        """
         return self.train_messages(server_round)
 
     def aggregate_train(self, server_round: int,

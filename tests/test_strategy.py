@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fedfomo.messages import Upload, decode_ids, encode_floats, encode_ids, split_models, unpack_request
 from fedfomo.results import RunRecorder
 from fedfomo.strategy import FedFomoStrategy, sample_clients, weighted_average

@@ -1,0 +1,106 @@
+"""One configuration for every way in: flwr run's flat keys <-> the Hydra config, and node configs."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from fedfomo.client_app import partition_of
+from fedfomo.config import ConfigError
+from fedfomo.runconfig import (
+    CONTROL_KEYS,
+    FLAT_KEYS,
+    compose,
+    conf_dir,
+    config_yaml,
+    experiment_config,
+    overrides_from_run_config,
+    run_config_for,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _app_config() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+
+
+def test_conf_dir_is_the_top_level_conf():
+    assert conf_dir() == REPO / "conf"
+
+
+def test_pyproject_declares_exactly_the_flat_keys():
+    assert set(_app_config()) == set(FLAT_KEYS) | set(CONTROL_KEYS)
+
+
+def test_flwr_run_defaults_compose_the_hydra_defaults():
+    # `flwr run .` with no --run-config runs what `python -m fedfomo.main` runs
+    assert config_yaml(experiment_config(_app_config())) == config_yaml(compose([]))
+
+
+def test_flat_keys_map_onto_hydra_overrides():
+    got = overrides_from_run_config({"dataset": "mnist", "num-server-rounds": 3, "num-models": 4,
+                                     "samples-per-client": 0, "lr": 0.0, "data-root": "", "overrides": ""})
+    assert got == ["dataset=mnist", "num_rounds=3", "fomo.num_models=4"]
+    cfg = compose(got)
+    assert cfg.num_rounds == 3 and cfg.fomo.num_models == 4 and cfg.samples_per_client is None
+    assert cfg.optim.lr == 0.01  # the dataset's default, not the sentinel
+
+
+def test_overrides_string_wins_over_flat_keys():
+    got = overrides_from_run_config({"num-server-rounds": 3, "overrides": "num_rounds=7 'optim.momentum=0.5'"})
+    assert got == ["num_rounds=7", "optim.momentum=0.5"]
+    assert compose(got).num_rounds == 7
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["dataset=mnist", "method=fedavg", "num_clients=4", "samples_per_client=100", "fomo.num_models=3"],
+    ["method=lg_fedavg", "lg_fedavg.shared_layers=[fc2]", "optim.lr=0.05", "partition=iid"],
+    ["partition=latent", "partition.num_distributions=3", "dataset.root=/somewhere/else", "seed=2"],
+    ["method=pfedme", "pfedme.lambda=10", "optim.momentum=0.9", "num_rounds=2"],
+])
+def test_hydra_entry_point_run_config_composes_the_same_config(tmp_path, overrides):
+    cfg = compose(overrides)
+    cfg.dataset.root = str(Path(cfg.dataset.root).resolve())
+    run_config = run_config_for(cfg, overrides, tmp_path)
+    assert set(run_config) == set(FLAT_KEYS) | set(CONTROL_KEYS)
+    assert config_yaml(experiment_config(run_config)) == config_yaml(cfg)
+
+
+def test_unknown_run_config_key_is_one_line():
+    with pytest.raises(ConfigError, match=r"run-config key 'rounds' does not exist; allowed: dataset, "):
+        overrides_from_run_config({"rounds": 3})
+
+
+def test_bad_overrides_are_one_line():
+    with pytest.raises(ConfigError, match="not key=value"):
+        overrides_from_run_config({"overrides": "num_rounds"})
+    with pytest.raises(ConfigError, match="rejected") as err:
+        compose(["fomo.no_such_key=1"])
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"num_rounds=0 is out of range"):
+        experiment_config({"num-server-rounds": 0})
+
+
+def test_partition_of_node_config():
+    assert partition_of({"partition-id": 2, "num-partitions": 3}, 3) == 2
+    assert partition_of({"partition-id": 0}, 5) == 0
+    with pytest.raises(ValueError, match=r"no partition-id; start the SuperNode with --node-config"):
+        partition_of({}, 3)
+    with pytest.raises(ValueError, match=r"partition-id=3 is out of range; allowed: 0..2"):
+        partition_of({"partition-id": 3, "num-partitions": 3}, 3)
+    with pytest.raises(ValueError, match=r"partition-id=-1 is out of range"):
+        partition_of({"partition-id": -1}, 3)
+    with pytest.raises(ValueError, match=r"num-partitions=4 but the run has num_clients=3"):
+        partition_of({"partition-id": 0, "num-partitions": 4}, 3)
+    with pytest.raises(ValueError, match=r"must be an integer"):
+        partition_of({"partition-id": "a"}, 3)
+
+
+def test_saved_config_is_plain_yaml():
+    cfg = OmegaConf.create(config_yaml(compose(["dataset=mnist"])))
+    assert cfg.dataset.name == "mnist" and "${" not in config_yaml(cfg)
