@@ -56,6 +56,8 @@ class ClientSettings:
         FedFomo's parameter distance, ``l1`` or ``l2``.
     method_params : dict, optional
         The method's own settings (its config block, e.g. ``{"mu": 0.01}`` for FedProx).
+    device : str
+        Where the client's model and data live (``cpu`` or ``cuda``).
 
     """
 
@@ -74,6 +76,7 @@ class ClientSettings:
     eval_batch_size: int = 1000
     distance: str = "l1"
     method_params: dict | None = None
+    device: str = "cpu"
 
 
 class BaseClient(NumPyClient):
@@ -87,10 +90,14 @@ class BaseClient(NumPyClient):
 
     def __init__(self, cid: int, data: ClientData, settings: ClientSettings, state: RecordDict) -> None:
         self.cid = cid
-        self.data = data
         self.s = settings
+        self.device = torch.device(settings.device)
+        self.data = data if self.device.type == "cpu" else ClientData(
+            *(t.to(self.device) for t in (data.train_x, data.train_y, data.val_x, data.val_y, data.test_x,
+                                          data.test_y)))
         self.state = state
-        self.model = build_model(settings.model, settings.image_shape, settings.num_classes, settings.seed)
+        self.model = build_model(settings.model, settings.image_shape, settings.num_classes,
+                                 settings.seed).to(self.device)
         self.num_arrays = len(self.model.state_dict())
         self.hp = dict(settings.method_params or {})
 
@@ -242,7 +249,7 @@ class FedProxClient(FedAvgClient):
             return None
         keys = list(self.model.state_dict())
         names = {n for n, _ in self.model.named_parameters()}
-        anchor = {k: torch.from_numpy(np.asarray(w)) for k, w in zip(keys, start) if k in names}
+        anchor = {k: torch.from_numpy(np.asarray(w)).to(self.device) for k, w in zip(keys, start) if k in names}
         return lambda model: baselines.proximal_term(model.named_parameters(), anchor, mu)
 
 
@@ -284,11 +291,12 @@ class _FunctionalLoopClient(BaseClient):
     def params_of(self, weights: Weights) -> list[torch.Tensor]:
         """The parameter tensors of ``weights`` (state_dict order) in ``named_parameters`` order."""
         by_key = dict(zip(self.model.state_dict(), weights))
-        return [torch.from_numpy(np.array(by_key[n], dtype=np.float32)) for n, _ in self.model.named_parameters()]
+        return [torch.from_numpy(np.array(by_key[n], dtype=np.float32)).to(self.device)
+                for n, _ in self.model.named_parameters()]
 
     def weights_of(self, params: list[torch.Tensor], base: Weights) -> Weights:
         """``base`` (state_dict order) with its parameters replaced by ``params``."""
-        new = {n: p.detach().numpy() for (n, _), p in zip(self.model.named_parameters(), params)}
+        new = {n: p.detach().cpu().numpy() for (n, _), p in zip(self.model.named_parameters(), params)}
         return [np.ascontiguousarray(new.get(k, w)) for k, w in zip(self.model.state_dict(), base)]
 
     def grad_fn(self) -> baselines.GradFn:

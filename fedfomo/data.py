@@ -188,7 +188,7 @@ def load_dataset(name: str, root: str | None = None, download: bool = False) -> 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """Turn a uint8 batch (N, C, H, W) into a normalized float32 batch in channels_last layout."""
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1) * 255.0
+    m = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
     out = (x.float() - m * 255.0) / s
     return out.contiguous(memory_format=torch.channels_last)

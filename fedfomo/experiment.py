@@ -11,7 +11,7 @@ import logging
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,10 +96,16 @@ def client_data(exp: Experiment, cid: int) -> ClientData:
     )
 
 
+def client_device(gpus_per_client: float) -> str:
+    """``cuda`` when the client was given a GPU share and CUDA is available, else ``cpu``."""
+    return "cuda" if gpus_per_client > 0 and torch.cuda.is_available() else "cpu"
+
+
 def build_client(exp: Experiment, cid: int, state: RecordDict) -> BaseClient:
     """The configured method's client for partition ``cid``, keeping its state in ``state``."""
     torch.set_num_threads(int(exp.cfg.sim.cpus_per_client))
-    return CLIENTS[exp.cfg.method.name](cid, client_data(exp, cid), exp.settings, state)
+    settings = replace(exp.settings, device=client_device(float(exp.cfg.sim.gpus_per_client)))
+    return CLIENTS[exp.cfg.method.name](cid, client_data(exp, cid), settings, state)
 
 
 def initial_weights(exp: Experiment) -> list[np.ndarray]:
@@ -163,7 +169,7 @@ def run_facts(cfg: DictConfig, emd: float) -> dict:
         **partition_facts(cfg.partition),
         "emd": emd, "emd_ground": DEFAULT_GROUND,
         "num_models": cfg.fomo.num_models if cfg.method.name == "fedfomo" else None,
-        "hardware": hardware_description(cfg.sim.cpus_per_client),
+        "hardware": hardware_description(cfg.sim.cpus_per_client, float(cfg.sim.gpus_per_client)),
     }
 
 
@@ -177,8 +183,8 @@ def partition_facts(partition_cfg: DictConfig) -> dict:
     return {}
 
 
-def hardware_description(threads: int) -> str:
-    """One line describing where the run happened (CPU model, cores, torch threads per client)."""
+def hardware_description(threads: int, gpus_per_client: float = 0.0) -> str:
+    """One line describing where the run happened (CPU model, cores, torch threads and GPU share per client)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -187,7 +193,10 @@ def hardware_description(threads: int) -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread(s) per client, torch {torch.__version__}, CPU"
+    device = "CPU"
+    if client_device(gpus_per_client) == "cuda":
+        device = f"{torch.cuda.get_device_name(0)}, {gpus_per_client:g} GPU per client"
+    return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread(s) per client, torch {torch.__version__}, {device}"
 
 
 def git_commit() -> str | None:

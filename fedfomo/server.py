@@ -157,6 +157,8 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
              np.mean([len(s.train) for s in splits]), np.mean([len(s.val) for s in splits]),
              np.mean([len(s.test) for s in splits]), out_dir)
 
+    if exp.shared_train is not None:
+        log.info("shared data: %d training images added to every client's train set", len(exp.shared_train))
     recorder = RunRecorder(out_dir, cfg.num_rounds, workers=_workers(cfg), progress=progress)
     strategy = build_strategy(cfg, initial_weights(exp), recorder)
     strategy.nodes = discover_partitions(grid, cfg.num_clients, float(cfg.sim.connect_timeout_s),

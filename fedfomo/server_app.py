@@ -38,7 +38,7 @@ def main(grid: Grid, context: Context) -> None:
         sys.exit(2)
     setup_logging(out / "server.log")
     try:
-        run_federation(grid, exp, out, progress=False)
+        run_federation(grid, exp, out, progress=bool(cfg.sim.progress))
     except RuntimeError as err:  # missing nodes, a client's error, a timeout: one line, the run ends
         log.error("error: %s", err)
         sys.exit(1)

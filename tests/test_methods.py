@@ -481,4 +481,4 @@ def test_method_runs_end_to_end(tmp_path, data_root, method):
     else:
         assert upload_mb == pytest.approx(full)
     if method == "fedavg_data":  # 5% of the 4 x 80 training images: 16 shared images each
-        assert "shared data: 16 training images" in (out / "main.log").read_text()
+        assert "shared data: 16 training images" in (out / "server.log").read_text()
