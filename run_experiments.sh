@@ -20,7 +20,7 @@ sweep() {  # sweep NAME OVERRIDES...
   local name=$1; shift
   # shellcheck disable=SC2086
   "$PY" -m fedfomo.main --multirun "$@" $SCALE \
-    "hydra.sweep.dir=results/$name${TAG:+_$TAG}" "hydra.sweep.subdir=\${method.name}_M\${fomo.num_models}_s\${seed}"
+    "hydra.sweep.dir=results/$name${TAG:+_$TAG}" "hydra.sweep.subdir=\${method.name}_s\${seed}"
 }
 
 # Table 1, MNIST, 15 clients, 100% participation, 20 rounds, E=5.

@@ -6,17 +6,16 @@ and what is allowed.
 
 from __future__ import annotations
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+import math
+
+from omegaconf import DictConfig, OmegaConf
 
 from fedfomo.data import DATASETS
 from fedfomo.embed import PRECISIONS
-from fedfomo.fomo import DISTANCES
 from fedfomo.latent import EMBEDDERS
-from fedfomo.models import MODELS, state_keys
+from fedfomo.models import MODELS
 from fedfomo.partition import PARTITIONS
 
-PFEDME_PERSONAL_MODELS = ("last_theta", "from_global")
-METHODS = ("fedfomo", "fedavg", "local", "fedprox", "fedavg_data", "lg_fedavg", "fedper", "perfedavg", "pfedme")
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
@@ -24,12 +23,14 @@ class ConfigError(ValueError):
     """A configuration value is not allowed; the message is one line."""
 
 
-def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
+def check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
+    """``value`` must be one of ``allowed``."""
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not supported; allowed: {', '.join(allowed)}")
 
 
-def _int(key: str, value: object, low: int, high: int | None = None) -> int:
+def check_int(key: str, value: object, low: int, high: int | None = None) -> int:
+    """``value`` must be an integer in ``low..high`` (``high`` None: no upper bound); returns it."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key}={value!r} must be an integer")
     if value < low or (high is not None and value > high):
@@ -38,10 +39,16 @@ def _int(key: str, value: object, low: int, high: int | None = None) -> int:
     return value
 
 
-def _float(key: str, value: object, low: float, high: float, *, low_open: bool = False,
-           high_open: bool = False) -> float:
+def check_float(key: str, value: object, low: float, high: float, *, low_open: bool = False,
+                high_open: bool = False) -> float:
+    """``value`` must be a number in the interval (open ends as flagged); returns it as float.
+
+    NaN and infinities are refused (no setting takes them).
+    """
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}={value!r} must be a number")
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value} must be a finite number")
     bad = value < low or value > high or (low_open and value == low) or (high_open and value == high)
     if bad:
         lb, hb = "(" if low_open else "[", ")" if high_open else "]"
@@ -58,90 +65,50 @@ def validate_config(cfg: DictConfig) -> None:
         The composed Hydra configuration.
 
     """
-    _choice("dataset.name", cfg.dataset.name, DATASETS)
-    _choice("partition.name", cfg.partition.name, PARTITIONS)
-    _choice("method.name", cfg.method.name, METHODS)
-    _choice("model", cfg.model, MODELS)
-    n = _int("num_clients", cfg.num_clients, 1)
-    _int("num_rounds", cfg.num_rounds, 1)
-    _int("local_epochs", cfg.local_epochs, 0)
-    _int("seed", cfg.seed, 0)
-    _float("participation", cfg.participation, 0.0, 1.0, low_open=True)
-    _float("val_ratio", cfg.val_ratio, 0.0, 1.0, low_open=True, high_open=True)
+    check_choice("dataset.name", cfg.dataset.name, DATASETS)
+    check_choice("partition.name", cfg.partition.name, PARTITIONS)
+    from fedfomo import methods
+
+    method = methods.get(cfg.method.name)
+    check_choice("model", cfg.model, MODELS)
+    n = check_int("num_clients", cfg.num_clients, 1)
+    check_int("num_rounds", cfg.num_rounds, 1)
+    check_int("local_epochs", cfg.local_epochs, 0)
+    check_int("seed", cfg.seed, 0)
+    check_float("participation", cfg.participation, 0.0, 1.0, low_open=True)
+    check_float("val_ratio", cfg.val_ratio, 0.0, 1.0, low_open=True, high_open=True)
     if cfg.samples_per_client is not None:
-        _int("samples_per_client", cfg.samples_per_client, 2)
+        check_int("samples_per_client", cfg.samples_per_client, 2)
     if cfg.partition.name == "pathological":
-        _int("partition.classes_per_client", cfg.partition.classes_per_client, 1, NUM_CLASSES[cfg.dataset.name])
+        check_int("partition.classes_per_client", cfg.partition.classes_per_client, 1, NUM_CLASSES[cfg.dataset.name])
     _validate_partition(cfg, n)
-    _float("optim.lr", cfg.optim.lr, 0.0, float("inf"), low_open=True)
-    _float("optim.lr_decay", cfg.optim.lr_decay, 0.0, 1.0, low_open=True)
-    _float("optim.momentum", cfg.optim.momentum, 0.0, 1.0, high_open=True)
-    _float("optim.weight_decay", cfg.optim.weight_decay, 0.0, float("inf"))
-    _int("optim.batch_size", cfg.optim.batch_size, 1)
-    _int("optim.eval_batch_size", cfg.optim.eval_batch_size, 1)
-    _int("fomo.num_models", cfg.fomo.num_models, 1, n if cfg.method.name == "fedfomo" else None)
-    _float("fomo.epsilon", cfg.fomo.epsilon, 0.0, 1.0)
-    _float("fomo.epsilon_decay", cfg.fomo.epsilon_decay, 0.0, 1.0)
-    _choice("fomo.distance", cfg.fomo.distance, DISTANCES)
-    _int("sim.cpus_per_client", cfg.sim.cpus_per_client, 1)
-    _float("sim.gpus_per_client", cfg.sim.gpus_per_client, 0.0, 1.0)
-    _float("sim.connect_timeout_s", cfg.sim.connect_timeout_s, 0.0, float("inf"), low_open=True)
-    _float("sim.round_timeout_s", cfg.sim.round_timeout_s, 0.0, float("inf"), low_open=True)
-    _int("sim.eval_chunk", cfg.sim.eval_chunk, 1)
+    check_float("optim.lr", cfg.optim.lr, 0.0, float("inf"), low_open=True)
+    check_float("optim.lr_decay", cfg.optim.lr_decay, 0.0, 1.0, low_open=True)
+    check_float("optim.momentum", cfg.optim.momentum, 0.0, 1.0, high_open=True)
+    check_float("optim.weight_decay", cfg.optim.weight_decay, 0.0, float("inf"))
+    check_int("optim.batch_size", cfg.optim.batch_size, 1)
+    check_int("optim.eval_batch_size", cfg.optim.eval_batch_size, 1)
+    check_int("sim.cpus_per_client", cfg.sim.cpus_per_client, 1)
+    check_float("sim.gpus_per_client", cfg.sim.gpus_per_client, 0.0, 1.0)
+    check_float("sim.connect_timeout_s", cfg.sim.connect_timeout_s, 0.0, float("inf"), low_open=True)
+    check_float("sim.round_timeout_s", cfg.sim.round_timeout_s, 0.0, float("inf"), low_open=True)
+    check_int("sim.eval_chunk", cfg.sim.eval_chunk, 1)
     if cfg.sim.num_cpus is not None:
-        _int("sim.num_cpus", cfg.sim.num_cpus, 1)
-    _validate_method(cfg)
+        check_int("sim.num_cpus", cfg.sim.num_cpus, 1)
+    method.validate(cfg)
 
 
-def _get(cfg: DictConfig, key: str) -> object:
-    """``cfg[key]`` (dotted); a missing method block says how to select the method."""
+def require(cfg: DictConfig, key: str) -> object:
+    """``cfg[key]`` (dotted); a missing method setting says how to select the method."""
     value = OmegaConf.select(cfg, key, default=None)
     if value is None:
-        name = key.split(".", maxsplit=1)[0]
+        name = cfg.method.name
         raise ConfigError(f"{key} is missing; select the method with method={name} (conf/method/{name}.yaml)")
     return value
 
 
-def _layers(key: str, value: object, model: str) -> None:
-    keys = state_keys(model)
-    layers = sorted({k.split(".")[0] for k in keys})
-    allowed = (f"a non-empty list of name prefixes of {model}'s layers ({', '.join(layers)}) "
-               f"that leaves at least one layer on the client")
-    if not isinstance(value, (list, tuple, ListConfig)) or not value:
-        raise ConfigError(f"{key}={value!r} is not supported; allowed: {allowed}")
-    prefixes = list(value)
-    if not all(isinstance(p, str) and p and any(k.startswith(p) for k in keys) for p in prefixes):
-        raise ConfigError(f"{key}={prefixes!r} is not supported; allowed: {allowed}")
-    if all(any(k.startswith(p) for p in prefixes) for k in keys):
-        raise ConfigError(f"{key}={prefixes!r} shares every layer; allowed: {allowed}")
-
-
-def _validate_method(cfg: DictConfig) -> None:
-    """The selected comparison method's own settings (its top-level block)."""
-    name = cfg.method.name
-    inf = float("inf")
-    if name == "fedprox":
-        _float("fedprox.mu", _get(cfg, "fedprox.mu"), 0.0, inf)
-    elif name == "fedavg_data":
-        _float("fedavg_data.shared_fraction", _get(cfg, "fedavg_data.shared_fraction"), 0.0, 1.0, low_open=True)
-    elif name in ("lg_fedavg", "fedper"):
-        _layers(f"{name}.shared_layers", _get(cfg, f"{name}.shared_layers"), cfg.model)
-    elif name == "perfedavg":
-        _float("perfedavg.alpha", _get(cfg, "perfedavg.alpha"), 0.0, inf, low_open=True)
-        _float("perfedavg.beta", _get(cfg, "perfedavg.beta"), 0.0, inf, low_open=True)
-    elif name == "pfedme":
-        lam = _float("pfedme.lambda", _get(cfg, "pfedme.lambda"), 0.0, inf, low_open=True)
-        _int("pfedme.inner_steps", _get(cfg, "pfedme.inner_steps"), 1)
-        # the inner steps contract towards w only if personal_lr * lambda < 2
-        _float("pfedme.personal_lr", _get(cfg, "pfedme.personal_lr"), 0.0, 2.0 / lam, low_open=True,
-               high_open=True)
-        # w <- w - lr * lambda * (w - theta) must not overshoot theta: lr * lambda <= 1
-        _float("pfedme.lr", _get(cfg, "pfedme.lr"), 0.0, 1.0 / lam, low_open=True)
-        _float("pfedme.beta", _get(cfg, "pfedme.beta"), 0.0, 2.0, low_open=True)
-        _choice("pfedme.personal_model", _get(cfg, "pfedme.personal_model"), PFEDME_PERSONAL_MODELS)
-
-
-def _bool(key: str, value: object) -> bool:
+def check_bool(key: str, value: object) -> bool:
+    """``value`` must be ``true`` or ``false``."""
     if not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r} is not supported; allowed: true, false")
     return value
@@ -150,25 +117,25 @@ def _bool(key: str, value: object) -> bool:
 def _validate_partition(cfg: DictConfig, num_clients: int) -> None:
     """The latent split's settings; ``shuffle_targets`` only with ``partition=latent``."""
     part = cfg.partition
-    shuffle = _bool("partition.shuffle_targets", part.get("shuffle_targets", False))
+    shuffle = check_bool("partition.shuffle_targets", part.get("shuffle_targets", False))
     if part.name != "latent":
         if shuffle:
             raise ConfigError(f"partition.shuffle_targets=true needs partition=latent (got partition={part.name}); "
                               f"allowed with partition={part.name}: false")
         return
-    _int("partition.num_distributions", part.get("num_distributions"), 1, num_clients)
-    _choice("partition.embedder", part.get("embedder"), EMBEDDERS)
-    _int("partition.pca_dim", part.get("pca_dim"), 1)
-    _int("partition.embed_seed", part.get("embed_seed", 0), 0)
-    _choice("partition.device", part.get("device", "auto"), ("auto", "cpu", "cuda"))
+    check_int("partition.num_distributions", part.get("num_distributions"), 1, num_clients)
+    check_choice("partition.embedder", part.get("embedder"), EMBEDDERS)
+    check_int("partition.pca_dim", part.get("pca_dim"), 1)
+    check_int("partition.embed_seed", part.get("embed_seed", 0), 0)
+    check_choice("partition.device", part.get("device", "auto"), ("auto", "cpu", "cuda"))
     cache = part.get("cache_dir")
     if cache is not None and (not isinstance(cache, str) or not cache.strip()):
         raise ConfigError(f"partition.cache_dir={cache!r} is not supported; allowed: a folder path or null")
     if part.embedder == "vgg11":
         vgg = part.get("vgg") or {}
-        _int("partition.vgg.epochs", vgg.get("epochs"), 1)
-        _float("partition.vgg.lr", vgg.get("lr"), 0.0, float("inf"), low_open=True)
-        _float("partition.vgg.momentum", vgg.get("momentum"), 0.0, 1.0, high_open=True)
-        _float("partition.vgg.weight_decay", vgg.get("weight_decay"), 0.0, float("inf"))
-        _int("partition.vgg.batch_size", vgg.get("batch_size"), 1)
-        _choice("partition.vgg.precision", vgg.get("precision", "fp32"), PRECISIONS)
+        check_int("partition.vgg.epochs", vgg.get("epochs"), 1)
+        check_float("partition.vgg.lr", vgg.get("lr"), 0.0, float("inf"), low_open=True)
+        check_float("partition.vgg.momentum", vgg.get("momentum"), 0.0, 1.0, high_open=True)
+        check_float("partition.vgg.weight_decay", vgg.get("weight_decay"), 0.0, float("inf"))
+        check_int("partition.vgg.batch_size", vgg.get("batch_size"), 1)
+        check_choice("partition.vgg.precision", vgg.get("precision", "fp32"), PRECISIONS)

@@ -19,15 +19,14 @@ import torch
 from flwr.app import RecordDict
 from omegaconf import DictConfig
 
-from fedfomo.baselines import method_params, strategy_options
-from fedfomo.client import CLIENTS, BaseClient, ClientData, ClientSettings
+from fedfomo import methods
+from fedfomo.client import BaseClient, ClientData, ClientSettings
 from fedfomo.config import ConfigError
 from fedfomo.data import ImageDataset, load_dataset
 from fedfomo.emd import DEFAULT_GROUND
 from fedfomo.models import build_model, get_weights
-from fedfomo.partition import ClientSplit, label_counts, make_partition
+from fedfomo.partition import ClientSplit, label_counts, make_partition, with_shared_train
 from fedfomo.results import RunRecorder
-from fedfomo.shared_data import shared_train_indices, with_shared_train
 
 log = logging.getLogger("fedfomo")
 
@@ -48,7 +47,7 @@ class Experiment:
         What every client needs besides its data.
     shared_train : np.ndarray, optional
         Indices (official train split) added to every client's train set, e.g. the shared data
-        of ``fedavg_data`` (:mod:`fedfomo.shared_data`); never to val or test.
+        of ``fedavg_data`` (:mod:`fedfomo.methods.fedavg_data`); never to val or test.
 
     """
 
@@ -75,13 +74,16 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         model=cfg.model, image_shape=ds.image_shape, num_classes=ds.num_classes, seed=cfg.seed,
         mean=ds.mean, std=ds.std, local_epochs=cfg.local_epochs, lr=cfg.optim.lr,
         lr_decay=cfg.optim.lr_decay, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
-        batch_size=cfg.optim.batch_size, eval_batch_size=cfg.optim.eval_batch_size, distance=cfg.fomo.distance,
-        method_params=method_params(cfg),
+        batch_size=cfg.optim.batch_size, eval_batch_size=cfg.optim.eval_batch_size,
+        method_params=methods.method_params(cfg),
     )
-    try:
-        shared = shared_train_indices(cfg, ds.train_y.numpy(), splits)
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
+    method = methods.get(cfg.method.name)
+    shared = None
+    if method.shared_train is not None:
+        try:
+            shared = method.shared_train(cfg, ds.train_y.numpy(), splits)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     return Experiment(cfg=cfg, dataset=ds, splits=splits, settings=settings, shared_train=shared)
 
 
@@ -105,7 +107,7 @@ def build_client(exp: Experiment, cid: int, state: RecordDict) -> BaseClient:
     """The configured method's client for partition ``cid``, keeping its state in ``state``."""
     torch.set_num_threads(int(exp.cfg.sim.cpus_per_client))
     settings = replace(exp.settings, device=client_device(float(exp.cfg.sim.gpus_per_client)))
-    return CLIENTS[exp.cfg.method.name](cid, client_data(exp, cid), settings, state)
+    return methods.get(exp.cfg.method.name).client(cid, client_data(exp, cid), settings, state)
 
 
 def initial_weights(exp: Experiment) -> list[np.ndarray]:
@@ -149,14 +151,9 @@ def build_partition(cfg: DictConfig, ds: ImageDataset) -> list[ClientSplit]:
 
 def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunRecorder):
     """The configured method's Flower strategy, starting from the common ``initial`` model."""
-    from fedfomo.strategy import STRATEGIES
-
-    common = dict(num_clients=cfg.num_clients, num_rounds=cfg.num_rounds, participation=cfg.participation,
-                  seed=cfg.seed, initial_weights=initial, recorder=recorder)
-    if cfg.method.name == "fedfomo":
-        return STRATEGIES["fedfomo"](num_models=cfg.fomo.num_models, epsilon=cfg.fomo.epsilon,
-                                     epsilon_decay=cfg.fomo.epsilon_decay, **common)
-    return STRATEGIES[cfg.method.name](**strategy_options(cfg), **common)
+    method = methods.get(cfg.method.name)
+    return method.strategy(num_clients=cfg.num_clients, num_rounds=cfg.num_rounds, participation=cfg.participation,
+                           seed=cfg.seed, initial_weights=initial, recorder=recorder, **method.strategy_options(cfg))
 
 
 def run_facts(cfg: DictConfig, emd: float) -> dict:
@@ -168,7 +165,8 @@ def run_facts(cfg: DictConfig, emd: float) -> dict:
         "samples_per_client": cfg.samples_per_client,
         **partition_facts(cfg.partition),
         "emd": emd, "emd_ground": DEFAULT_GROUND,
-        "num_models": cfg.fomo.num_models if cfg.method.name == "fedfomo" else None,
+        "num_models": None,
+        **methods.get(cfg.method.name).facts(cfg),
         "hardware": hardware_description(cfg.sim.cpus_per_client, float(cfg.sim.gpus_per_client)),
     }
 

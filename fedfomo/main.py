@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from fedfomo.config import ConfigError
 from fedfomo.data import DataNotFoundError
-from fedfomo.runconfig import conf_dir
+from fedfomo.runconfig import check_moved_keys, conf_dir
 from fedfomo.simulate import simulate
 
 
@@ -30,5 +30,15 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Refuse moved keys with one line before Hydra parses the command line, then run :func:`main`."""
+    try:
+        check_moved_keys([a for a in sys.argv[1:] if "=" in a and not a.startswith("-")])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -9,6 +9,7 @@ dataset's official train split (``train``, ``val``) and official test split (``t
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,3 +241,10 @@ def make_partition(
 def label_counts(labels: np.ndarray, idx: np.ndarray, num_classes: int) -> list[int]:
     """Count of each class among ``labels[idx]``."""
     return np.bincount(labels[idx], minlength=num_classes).astype(int).tolist()
+
+
+def with_shared_train(split: ClientSplit, shared: np.ndarray | None) -> ClientSplit:
+    """A client's split with the indices ``shared`` added to its train indices (union); val and test unchanged."""
+    if shared is None or len(shared) == 0:
+        return split
+    return dataclasses.replace(split, train=np.union1d(split.train, shared))

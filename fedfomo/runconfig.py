@@ -34,13 +34,15 @@ FLAT_KEYS: dict[str, tuple[str, object]] = {
     "participation": ("participation", None),
     "local-epochs": ("local_epochs", None),
     "seed": ("seed", None),
-    "num-models": ("fomo.num_models", None),
-    "epsilon": ("fomo.epsilon", None),
-    "epsilon-decay": ("fomo.epsilon_decay", None),
+    "num-models": ("method.num_models", None),
+    "epsilon": ("method.epsilon", None),
+    "epsilon-decay": ("method.epsilon_decay", None),
     "samples-per-client": ("samples_per_client", 0),
     "lr": ("optim.lr", 0.0),
     "data-root": ("dataset.root", ""),
 }
+#: spellings of settings that moved under ``method.`` (prefix -> what it was)
+LEGACY_PREFIXES = ("fomo", "fedprox", "fedavg_data", "lg_fedavg", "fedper", "perfedavg", "pfedme")
 #: flat keys that select a config group (their value is the group option's name)
 GROUPS = ("dataset", "partition", "method")
 #: keys that are not settings of the experiment
@@ -58,6 +60,29 @@ def conf_dir() -> Path:
         if (candidate / "config.yaml").is_file():
             return candidate
     raise ConfigError(f"the Hydra configs are missing: neither {here / 'conf'} nor {here.parent / 'conf'} exists")
+
+
+def check_moved_keys(overrides: list[str]) -> None:
+    """Refuse the spellings of method settings from before they moved under ``method.``, naming the new key.
+
+    Raises
+    ------
+    ConfigError
+        ``fomo.num_models=3`` -> "fomo.num_models moved to method.num_models ...".
+
+    """
+    for item in overrides:
+        key = _override_key(item)
+        head, _, rest = key.partition(".")
+        if head in LEGACY_PREFIXES and rest:
+            raise ConfigError(f"{key} moved to method.{rest}: every method's settings are under method.* "
+                              f"(conf/method/NAME.yaml); write method.{rest}={item.partition('=')[2]}")
+
+
+def method_keys(name: str) -> set[str]:
+    """The settings of method ``name`` (the keys of ``conf/method/NAME.yaml``); empty for an unknown name."""
+    path = conf_dir() / "method" / f"{name}.yaml"
+    return set(OmegaConf.load(path)) if path.is_file() else set()
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -85,6 +110,7 @@ def compose(overrides: list[str]) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    check_moved_keys(list(overrides))
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
@@ -124,14 +150,6 @@ def overrides_from_run_config(run_config: Mapping[str, object]) -> list[str]:
     if unknown:
         allowed = ", ".join([*FLAT_KEYS, *CONTROL_KEYS])
         raise ConfigError(f"run-config key {unknown[0]!r} does not exist; allowed: {allowed}")
-    flat: dict[str, str] = {}
-    for name, (key, sentinel) in FLAT_KEYS.items():
-        if name not in run_config:
-            continue
-        value = run_config[name]
-        if sentinel is not None and value == sentinel and type(value) is type(sentinel):
-            continue
-        flat[key] = f"{key}={_hydra_value(value)}"
     try:
         extra = shlex.split(str(run_config.get("overrides", "") or ""))
     except ValueError as err:
@@ -140,6 +158,22 @@ def overrides_from_run_config(run_config: Mapping[str, object]) -> list[str]:
         if "=" not in item:
             raise ConfigError(f"run-config overrides entry {item!r} is not key=value; "
                               f"allowed: Hydra overrides such as optim.momentum=0.9")
+    method = str(run_config.get("method", "fedfomo"))
+    for item in extra:
+        if _override_key(item) == "method":
+            method = item.partition("=")[2]
+    own = method_keys(method)
+    flat: dict[str, str] = {}
+    for name, (key, sentinel) in FLAT_KEYS.items():
+        if name not in run_config:
+            continue
+        if key.startswith("method.") and key.split(".", 1)[1] not in own:
+            continue  # another method's setting (e.g. num-models with method=fedavg): not this run's
+        value = run_config[name]
+        if sentinel is not None and value == sentinel and type(value) is type(sentinel):
+            continue
+        flat[key] = f"{key}={_hydra_value(value)}"
+    for item in extra:
         flat.pop(_override_key(item), None)
     return [*flat.values(), *extra]
 
@@ -171,6 +205,8 @@ def run_config_for(cfg: DictConfig, overrides: list[str], out_dir: str | Path) -
     config: dict[str, object] = {}
     for name, (key, sentinel) in FLAT_KEYS.items():
         value = OmegaConf.select(cfg, key + ".name" if key in GROUPS else key)
+        if value is None and sentinel is None:
+            continue  # a setting this run's method does not have: the app's default stays unused
         config[name] = sentinel if value is None else value
     config["data-root"] = str(Path(cfg.dataset.root).expanduser().resolve())
     kept = [o for o in overrides if _override_key(o) != "dataset.root"]

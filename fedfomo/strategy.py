@@ -1,4 +1,4 @@
-"""Flower strategies: one personalized-FL skeleton, method-specific download and aggregation.
+"""The server skeleton every method's Flower strategy shares (the methods are in :mod:`fedfomo.methods`).
 
 Every strategy is a :class:`flwr.serverapp.strategy.Strategy` (Flower's Message API). The
 skeleton samples clients (seeded), builds one train message per sampled client addressed to
@@ -19,8 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedfomo import baselines, fomo
-from fedfomo.messages import Upload, concat_models, decode_floats, decode_ids, encode_ids, request, unpack_reply
+from fedfomo.messages import Upload, request, unpack_reply
 from fedfomo.results import RunRecorder
 
 log = logging.getLogger(__name__)
@@ -166,16 +165,6 @@ class PersonalizedStrategy(Strategy):
                  self.num_rounds, self.participation, self.seed)
 
 
-class FedAvgStrategy(PersonalizedStrategy):
-    """FedAvg: everyone gets the global model; uploads are averaged weighted by train size."""
-
-    def download(self, cid, server_round):  # noqa: D102
-        return self.global_weights, {}
-
-    def aggregate(self, server_round, uploads):  # noqa: D102
-        return weighted_average([(u.weights, u.num_examples) for u in uploads.values()])
-
-
 def weighted_average(models: list[tuple[Weights, int]]) -> Weights:
     """Average models weighted by their number of examples (FedAvg's aggregation)."""
     total = float(sum(n for _, n in models))
@@ -183,125 +172,3 @@ def weighted_average(models: list[tuple[Weights, int]]) -> Weights:
         sum(w[k].astype(np.float64) * (n / total) for w, n in models).astype(models[0][0][k].dtype)
         for k in range(len(models[0][0]))
     ]
-
-
-class LocalStrategy(PersonalizedStrategy):
-    """Local training: nothing is exchanged (clients keep their own model in client state)."""
-
-    def download(self, cid, server_round):  # noqa: D102
-        return [], {}
-
-    def aggregate(self, server_round, uploads):  # noqa: D102
-        return None
-
-
-class FedFomoStrategy(PersonalizedStrategy):
-    """FedFomo's server: a store of every client's latest upload and the affinity matrix P.
-
-    Parameters
-    ----------
-    num_models : int
-        M, models downloaded per client, own included.
-    epsilon, epsilon_decay : float
-        Exploration schedule, see :func:`fedfomo.fomo.epsilon_at`.
-    **kwargs
-        See :class:`PersonalizedStrategy`.
-
-    """
-
-    def __init__(self, *, num_models: int, epsilon: float, epsilon_decay: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.num_models = num_models
-        self.epsilon = epsilon
-        self.epsilon_decay = epsilon_decay
-        self.store: dict[int, Weights] = {}
-        self.affinity = np.eye(self.num_clients)
-        self._rng_round = -1
-        self._rng = np.random.default_rng(self.seed)
-
-    def _rng_for(self, server_round: int) -> np.random.Generator:
-        if server_round != self._rng_round:
-            self._rng_round = server_round
-            self._rng = np.random.default_rng([self.seed, 2, server_round])
-        return self._rng
-
-    def download(self, cid, server_round):  # noqa: D102
-        if not self.store:
-            return self.global_weights, {"candidate_ids": ""}
-        eps = fomo.epsilon_at(self.epsilon, self.epsilon_decay, server_round)
-        ids = fomo.select_candidates(self.affinity[cid], cid, sorted(self.store), self.num_models, eps,
-                                     self._rng_for(server_round))
-        return concat_models([self.store[j] for j in ids]), {"candidate_ids": encode_ids(ids)}
-
-    def aggregate(self, server_round, uploads):  # noqa: D102
-        for cid in sorted(uploads):
-            metrics = uploads[cid].metrics
-            ids = decode_ids(str(metrics.get("candidate_ids", "")))
-            if ids:
-                self.affinity = fomo.update_affinity(self.affinity, cid, ids, decode_floats(str(metrics["weights"])))
-        for cid, up in uploads.items():
-            self.store[cid] = up.weights
-
-    def after_round(self, server_round: int) -> None:  # noqa: D102
-        self.recorder.log_affinity(server_round, self.affinity)
-
-
-class PartialSharingStrategy(FedAvgStrategy):
-    """LG-FedAvg / FedPer server: FedAvg over the shared layers only.
-
-    Only the shared state_dict entries travel: clients download the averaged shared layers and
-    upload their trained shared layers, which are averaged weighted by train size; every other
-    layer stays on its client (see :class:`fedfomo.client.PartialSharingClient`).
-
-    Parameters
-    ----------
-    shared_mask : list of bool
-        For each state_dict entry, whether it is shared (:func:`fedfomo.baselines.layer_mask`).
-    initial_weights : list of np.ndarray
-        The full common initial model; its shared entries are the first global model.
-    **kwargs
-        See :class:`PersonalizedStrategy`.
-
-    """
-
-    def __init__(self, *, shared_mask: list[bool], initial_weights: Weights, **kwargs) -> None:
-        shared, _ = baselines.split_by_mask(initial_weights, shared_mask)
-        super().__init__(initial_weights=shared, **kwargs)
-
-
-class PFedMeStrategy(FedAvgStrategy):
-    """pFedMe's server (T. Dinh et al., NeurIPS 2020, Algorithm 1): ``w <- (1 - beta) w + beta * mean(w_i)``.
-
-    The mean is over the round's clients, weighted by train size (as FedAvg's); ``beta = 1``
-    is plain averaging.
-
-    Parameters
-    ----------
-    beta : float
-        Server step.
-    **kwargs
-        See :class:`PersonalizedStrategy`.
-
-    """
-
-    def __init__(self, *, beta: float, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.beta = beta
-
-    def aggregate(self, server_round, uploads):  # noqa: D102
-        average = weighted_average([(u.weights, u.num_examples) for u in uploads.values()])
-        self.global_weights = baselines.pfedme_server_update(self.global_weights, average, self.beta)
-        return self.global_weights
-
-
-STRATEGIES: dict[str, type[PersonalizedStrategy]] = {
-    "fedavg": FedAvgStrategy,
-    "local": LocalStrategy,
-    "fedfomo": FedFomoStrategy,
-    "fedprox": FedAvgStrategy,      # FedProx changes local training only
-    "fedavg_data": FedAvgStrategy,  # FedAvg; the shared data is added by the client factory
-    "lg_fedavg": PartialSharingStrategy,
-    "fedper": PartialSharingStrategy,
-    "perfedavg": FedAvgStrategy,    # Per-FedAvg averages the meta-trained models
-    "pfedme": PFedMeStrategy,
-}

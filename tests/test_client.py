@@ -7,13 +7,15 @@ import torch
 from flwr.common import RecordDict
 
 from fedfomo import fomo
-from fedfomo.client import ClientData, ClientSettings, FedFomoClient, LocalClient
+from fedfomo.client import ClientData, ClientSettings
 from fedfomo.messages import concat_models, decode_floats, encode_ids
+from fedfomo.methods.fedfomo import FedFomoClient
+from fedfomo.methods.local import LocalClient
 from fedfomo.models import build_model, get_weights
 
 SETTINGS = ClientSettings(model="cnn_authors", image_shape=(1, 28, 28), num_classes=10, seed=0, mean=(0.5,),
                           std=(0.5,), local_epochs=1, lr=0.05, lr_decay=0.99, momentum=0.0, weight_decay=0.0,
-                          batch_size=8)
+                          batch_size=8, method_params={"distance": "l1"})
 
 
 def _data(seed=0):

@@ -23,7 +23,7 @@ def test_default_config_is_valid():
     validate_config(_cfg())
     cfg = _cfg()
     assert (cfg.dataset.name, cfg.partition.name, cfg.method.name) == ("cifar10", "pathological", "fedfomo")
-    assert (cfg.num_clients, cfg.num_rounds, cfg.local_epochs, cfg.fomo.num_models) == (15, 20, 5, 5)
+    assert (cfg.num_clients, cfg.num_rounds, cfg.local_epochs, cfg.method.num_models) == (15, 20, 5, 5)
     assert (cfg.optim.lr, cfg.optim.batch_size, cfg.participation) == (0.1, 50, 1.0)
     assert _cfg("dataset=mnist").optim.lr == 0.01
 
@@ -31,11 +31,11 @@ def test_default_config_is_valid():
 @pytest.mark.parametrize(
     ("overrides", "key", "allowed"),
     [
-        (["fomo.num_models=0"], "fomo.num_models", "1..15"),
-        (["fomo.num_models=16"], "fomo.num_models", "1..15"),
-        (["fomo.epsilon=1.5"], "fomo.epsilon", "[0.0, 1.0]"),
-        (["fomo.epsilon=-0.1"], "fomo.epsilon", "[0.0, 1.0]"),
-        (["fomo.epsilon_decay=2"], "fomo.epsilon_decay", "[0.0, 1.0]"),
+        (["method.num_models=0"], "method.num_models", "1..15"),
+        (["method.num_models=16"], "method.num_models", "1..15"),
+        (["method.epsilon=1.5"], "method.epsilon", "[0.0, 1.0]"),
+        (["method.epsilon=-0.1"], "method.epsilon", "[0.0, 1.0]"),
+        (["method.epsilon_decay=2"], "method.epsilon_decay", "[0.0, 1.0]"),
         (["val_ratio=0"], "val_ratio", "(0.0, 1.0)"),
         (["val_ratio=1"], "val_ratio", "(0.0, 1.0)"),
         (["participation=0"], "participation", "(0.0, 1.0]"),
@@ -43,9 +43,9 @@ def test_default_config_is_valid():
         (["partition.classes_per_client=11"], "partition.classes_per_client", "1..10"),
         (["partition.classes_per_client=0"], "partition.classes_per_client", "1..10"),
         (["dataset.name=svhn"], "dataset.name", "mnist, cifar10, cifar100"),
-        (["method.name=scaffold"], "method.name", "fedfomo, fedavg, local"),
+        (["method.name=scaffold"], "method.name", "fedavg, fedavg_data, fedfomo"),
         (["partition.name=dirichlet"], "partition.name", "pathological, iid"),
-        (["fomo.distance=cosine"], "fomo.distance", "l1, l2"),
+        (["method.distance=cosine"], "method.distance", "l1, l2"),
         (["model=resnet"], "model", "cnn_authors, cnn_mcmahan"),
     ],
 )
@@ -58,13 +58,13 @@ def test_bad_values_name_key_and_allowed(overrides, key, allowed):
 
 def test_cli_exits_nonzero_with_one_line_before_any_work(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "fedfomo.main", "fomo.num_models=99", f"hydra.run.dir={tmp_path}/run",
+        [sys.executable, "-m", "fedfomo.main", "method.num_models=99", f"hydra.run.dir={tmp_path}/run",
          f"dataset.root={tmp_path}/nodata"],
         capture_output=True, text=True, timeout=120, cwd=Path(CONF).parent,
     )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines == ["error: fomo.num_models=99 is out of range; allowed: 1..15"]
+    assert lines == ["error: method.num_models=99 is out of range; allowed: 1..15"]
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 

@@ -16,7 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["dataset=mnist", "method=fedfomo", "num_clients=3", "num_rounds=2", "local_epochs=1",
-         "samples_per_client=100", "fomo.num_models=2"]
+         "samples_per_client=100", "method.num_models=2"]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 

@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["dataset=mnist", "num_clients=6", "num_rounds=3", "local_epochs=2", "samples_per_client=200", "optim.lr=0.05",
-         "fomo.num_models=3", "sim.progress=false"]
+         "method.num_models=3", "sim.progress=false"]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 

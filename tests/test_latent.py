@@ -339,7 +339,7 @@ def test_latent_defaults_are_valid():
 @pytest.mark.parametrize(("overrides", "key", "allowed"), [
     (["partition=latent", "partition.num_distributions=0"], "partition.num_distributions", "1..15"),
     (["partition=latent", "partition.num_distributions=16"], "partition.num_distributions", "1..15"),
-    (["partition=latent", "num_clients=4", "fomo.num_models=4"], "partition.num_distributions", "1..4"),
+    (["partition=latent", "num_clients=4", "method.num_models=4"], "partition.num_distributions", "1..4"),
     (["partition=latent", "partition.embedder=resnet"], "partition.embedder", "vgg11, pixels"),
     (["partition=latent", "partition.pca_dim=0"], "partition.pca_dim", ">= 1"),
     (["partition=latent", "partition.vgg.epochs=0"], "partition.vgg.epochs", ">= 1"),
@@ -360,7 +360,7 @@ def test_build_partition_turns_cache_mismatch_into_config_error(tmp_path):
 
     ds = _tiny_ds()
     cfg = _cfg("partition=latent", "partition.embedder=pixels", "partition.pca_dim=4", "partition.num_distributions=3",
-               "num_clients=6", "fomo.num_models=3", f"partition.cache_dir={tmp_path}")
+               "num_clients=6", "method.num_models=3", f"partition.cache_dir={tmp_path}")
     splits = build_partition(cfg, ds)
     assert [s.cluster for s in splits] == [0, 0, 1, 1, 2, 2]
     report = partition_report(ds, splits)
@@ -372,7 +372,7 @@ def test_build_partition_turns_cache_mismatch_into_config_error(tmp_path):
     shutil.copy(f, embed.clusters_path(tmp_path, key))
     with pytest.raises(ConfigError, match="written for other settings"):
         build_partition(_cfg("partition=latent", "partition.embedder=pixels", "partition.pca_dim=4",
-                             "partition.num_distributions=4", "num_clients=6", "fomo.num_models=3",
+                             "partition.num_distributions=4", "num_clients=6", "method.num_models=3",
                              f"partition.cache_dir={tmp_path}"), ds)
 
 
@@ -434,7 +434,7 @@ def test_latent_shuffled_run_end_to_end_and_figures(data_root, tmp_path):
         [sys.executable, "-m", "fedfomo.main", "dataset=mnist", "partition=latent", "partition.embedder=pixels",
          "partition.pca_dim=16", "partition.num_distributions=3", "partition.shuffle_targets=true",
          f"partition.cache_dir={tmp_path / 'cache'}", "num_clients=6", "num_rounds=2", "local_epochs=1",
-         "samples_per_client=200", "fomo.num_models=3", "sim.progress=false", f"dataset.root={data_root}",
+         "samples_per_client=200", "method.num_models=3", "sim.progress=false", f"dataset.root={data_root}",
          f"hydra.run.dir={out}"],
         capture_output=True, text=True, timeout=600, cwd=repo,
     )

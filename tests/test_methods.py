@@ -15,24 +15,21 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.nn import functional as F
 
-from fedfomo import baselines
-from fedfomo.client import (
-    CLIENTS,
-    ClientData,
-    ClientSettings,
-    FedProxClient,
-    PartialSharingClient,
-    PerFedAvgClient,
-    PFedMeClient,
-)
-from fedfomo.config import METHODS, ConfigError, validate_config
+from fedfomo import methods
+from fedfomo.client import BaseClient, ClientData, ClientSettings
+from fedfomo.config import ConfigError, validate_config
 from fedfomo.data import normalize
 from fedfomo.messages import Upload
+from fedfomo.methods import fedprox, functional_loop, partial_sharing, perfedavg, pfedme
+from fedfomo.methods.fedavg_data import draw_shared_indices, shared_train_indices
+from fedfomo.methods.fedprox import FedProxClient
+from fedfomo.methods.partial_sharing import PartialSharingClient, PartialSharingStrategy
+from fedfomo.methods.perfedavg import PerFedAvgClient
+from fedfomo.methods.pfedme import PFedMeClient, PFedMeStrategy
 from fedfomo.models import build_model, get_weights, set_weights, state_keys
-from fedfomo.partition import ClientSplit
+from fedfomo.partition import ClientSplit, with_shared_train
 from fedfomo.results import RunRecorder
-from fedfomo.shared_data import draw_shared_indices, shared_train_indices, with_shared_train
-from fedfomo.strategy import STRATEGIES, PartialSharingStrategy, PFedMeStrategy, weighted_average
+from fedfomo.strategy import PersonalizedStrategy, weighted_average
 from fedfomo.training import round_lr
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,52 +72,54 @@ def _quadratic_grad_fn(params, batch):
 
 # -- registration and configs ---------------------------------------------------------------------
 def test_every_method_is_registered_and_its_defaults_are_valid():
-    for name in METHODS:
-        assert name in CLIENTS and name in STRATEGIES
+    assert set(methods.names()) == {p.stem for p in (REPO / "conf" / "method").glob("*.yaml")}
+    for name in methods.names():
+        m = methods.get(name)
+        assert m.name == name and issubclass(m.client, BaseClient) and issubclass(m.strategy, PersonalizedStrategy)
     for name in NEW_METHODS:
         for ds in ("cifar10", "mnist"):
             cfg = _cfg(f"method={name}", f"dataset={ds}")
             assert cfg.method.name == name
             validate_config(cfg)
-    assert _cfg("method=fedprox").fedprox.mu == 0.01
-    assert _cfg("method=fedprox", "fedprox.mu=0.1").fedprox.mu == 0.1
-    assert _cfg("method=fedavg_data").fedavg_data.shared_fraction == 0.05
-    assert list(_cfg("method=fedper").fedper.shared_layers) == ["conv", "fc1"]
-    assert list(_cfg("method=lg_fedavg").lg_fedavg.shared_layers) == ["fc2"]
-    p = _cfg("method=pfedme").pfedme
+    assert _cfg("method=fedprox").method.mu == 0.01
+    assert _cfg("method=fedprox", "method.mu=0.1").method.mu == 0.1
+    assert _cfg("method=fedavg_data").method.shared_fraction == 0.05
+    assert list(_cfg("method=fedper").method.shared_layers) == ["conv", "fc1"]
+    assert list(_cfg("method=lg_fedavg").method.shared_layers) == ["fc2"]
+    p = _cfg("method=pfedme").method
     assert (p["lambda"], p.inner_steps, p.personal_lr, p.lr, p.beta) == (15, 5, 0.03, 0.005, 1.0)
-    assert _cfg("method=pfedme", "pfedme.lambda=10").pfedme["lambda"] == 10
-    pa = _cfg("method=perfedavg", "dataset=mnist").perfedavg
+    assert _cfg("method=pfedme", "method.lambda=10").method["lambda"] == 10
+    pa = _cfg("method=perfedavg", "dataset=mnist").method
     assert (pa.alpha, pa.beta) == (0.01, 0.01)  # follow optim.lr by default
-    assert _cfg("method=perfedavg", "perfedavg.alpha=0.003").perfedavg.alpha == 0.003
-    # existing methods and their overrides are unchanged
-    cfg = _cfg("method=fedfomo", "fomo.num_models=10")
-    assert cfg.method.name == "fedfomo" and cfg.fomo.num_models == 10
-    assert baselines.method_params(cfg) == {} and baselines.method_params(_cfg("method=fedavg")) == {}
-    assert baselines.method_params(_cfg("method=fedprox")) == {"mu": 0.01}
+    assert _cfg("method=perfedavg", "method.alpha=0.003").method.alpha == 0.003
+    cfg = _cfg("method=fedfomo", "method.num_models=10")
+    assert cfg.method.name == "fedfomo" and cfg.method.num_models == 10
+    assert methods.method_params(cfg) == {"num_models": 10, "epsilon": 0.3, "epsilon_decay": 0.05, "distance": "l1"}
+    assert methods.method_params(_cfg("method=fedavg")) == {}
+    assert methods.method_params(_cfg("method=fedprox")) == {"mu": 0.01}
 
 
 @pytest.mark.parametrize(
     ("overrides", "key", "allowed"),
     [
-        (["method=fedprox", "fedprox.mu=-0.1"], "fedprox.mu", "[0.0, inf]"),
-        (["method=fedavg_data", "fedavg_data.shared_fraction=0"], "fedavg_data.shared_fraction", "(0.0, 1.0]"),
-        (["method=fedavg_data", "fedavg_data.shared_fraction=1.5"], "fedavg_data.shared_fraction", "(0.0, 1.0]"),
-        (["method=fedper", "fedper.shared_layers=[fc9]"], "fedper.shared_layers", "conv1, conv2, conv3, fc1, fc2"),
-        (["method=fedper", "fedper.shared_layers=[]"], "fedper.shared_layers", "non-empty list"),
-        (["method=lg_fedavg", "lg_fedavg.shared_layers=[conv,fc]"], "lg_fedavg.shared_layers",
+        (["method=fedprox", "method.mu=-0.1"], "method.mu", "[0.0, inf]"),
+        (["method=fedavg_data", "method.shared_fraction=0"], "method.shared_fraction", "(0.0, 1.0]"),
+        (["method=fedavg_data", "method.shared_fraction=1.5"], "method.shared_fraction", "(0.0, 1.0]"),
+        (["method=fedper", "method.shared_layers=[fc9]"], "method.shared_layers", "conv1, conv2, conv3, fc1, fc2"),
+        (["method=fedper", "method.shared_layers=[]"], "method.shared_layers", "non-empty list"),
+        (["method=lg_fedavg", "method.shared_layers=[conv,fc]"], "method.shared_layers",
          "at least one layer on the client"),
-        (["method=lg_fedavg", "model=cnn_mcmahan", "lg_fedavg.shared_layers=[conv3]"], "lg_fedavg.shared_layers",
+        (["method=lg_fedavg", "model=cnn_mcmahan", "method.shared_layers=[conv3]"], "method.shared_layers",
          "conv1, conv2, fc1, fc2"),
-        (["method=perfedavg", "perfedavg.alpha=0"], "perfedavg.alpha", "(0.0, inf]"),
-        (["method=perfedavg", "perfedavg.beta=-1"], "perfedavg.beta", "(0.0, inf]"),
-        (["method=pfedme", "pfedme.lambda=0"], "pfedme.lambda", "(0.0, inf]"),
-        (["method=pfedme", "pfedme.inner_steps=0"], "pfedme.inner_steps", ">= 1"),
-        (["method=pfedme", "pfedme.personal_lr=0.2"], "pfedme.personal_lr", "(0.0, 0.1333"),
-        (["method=pfedme", "pfedme.lr=0.1"], "pfedme.lr", "(0.0, 0.0666"),
-        (["method=pfedme", "pfedme.beta=3"], "pfedme.beta", "(0.0, 2.0]"),
-        (["method=pfedme", "pfedme.personal_model=best"], "pfedme.personal_model", "last_theta, from_global"),
-        (["method.name=fedprox"], "fedprox.mu", "method=fedprox"),
+        (["method=perfedavg", "method.alpha=0"], "method.alpha", "(0.0, inf]"),
+        (["method=perfedavg", "method.beta=-1"], "method.beta", "(0.0, inf]"),
+        (["method=pfedme", "method.lambda=0"], "method.lambda", "(0.0, inf]"),
+        (["method=pfedme", "method.inner_steps=0"], "method.inner_steps", ">= 1"),
+        (["method=pfedme", "method.personal_lr=0.2"], "method.personal_lr", "(0.0, 0.1333"),
+        (["method=pfedme", "method.lr=0.1"], "method.lr", "(0.0, 0.0666"),
+        (["method=pfedme", "method.beta=3"], "method.beta", "(0.0, 2.0]"),
+        (["method=pfedme", "method.personal_model=best"], "method.personal_model", "last_theta, from_global"),
+        (["method.name=fedprox"], "method.mu", "method=fedprox"),
     ],
 )
 def test_bad_method_settings_name_key_and_allowed(overrides, key, allowed):
@@ -132,13 +131,13 @@ def test_bad_method_settings_name_key_and_allowed(overrides, key, allowed):
 
 def test_cli_rejects_bad_method_setting_before_any_work(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "fedfomo.main", "method=fedprox", "fedprox.mu=-1", f"hydra.run.dir={tmp_path}/run",
+        [sys.executable, "-m", "fedfomo.main", "method=fedprox", "method.mu=-1", f"hydra.run.dir={tmp_path}/run",
          f"dataset.root={tmp_path}/nodata"],
         capture_output=True, text=True, timeout=120, cwd=REPO,
     )
     assert proc.returncode == 2
     assert [ln for ln in proc.stderr.splitlines() if ln.strip()] == [
-        "error: fedprox.mu=-1 is out of range; allowed: [0.0, inf]"]
+        "error: method.mu=-1 is out of range; allowed: [0.0, inf]"]
 
 
 # -- FedProx ---------------------------------------------------------------------------------------
@@ -147,7 +146,7 @@ def test_proximal_term_gradient_is_mu_times_difference():
     model = nn.Linear(3, 2)
     anchor = {n: p.detach() + torch.randn_like(p) for n, p in model.named_parameters()}
     mu = 0.3
-    term = baselines.proximal_term(model.named_parameters(), anchor, mu)
+    term = fedprox.proximal_term(model.named_parameters(), anchor, mu)
     diff = {n: p.detach() - anchor[n] for n, p in model.named_parameters()}
     assert float(term.detach()) == pytest.approx(0.5 * mu * sum(float((d ** 2).sum()) for d in diff.values()), rel=1e-6)
     term.backward()
@@ -174,16 +173,16 @@ def test_layer_mask_split_and_merge():
     keys = state_keys("cnn_authors")
     assert keys == ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias",
                     "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"]
-    fedper = baselines.layer_mask(keys, ["conv", "fc1"])
-    lg = baselines.layer_mask(keys, ["fc2"])
+    fedper = partial_sharing.layer_mask(keys, ["conv", "fc1"])
+    lg = partial_sharing.layer_mask(keys, ["fc2"])
     assert fedper == [True] * 8 + [False] * 2
     assert lg == [not s for s in fedper]
     weights = [np.full(2, float(k)) for k in range(10)]
-    shared, kept = baselines.split_by_mask(weights, lg)
+    shared, kept = partial_sharing.split_by_mask(weights, lg)
     assert [float(w[0]) for w in shared] == [8.0, 9.0] and len(kept) == 8
-    assert all(a is b for a, b in zip(baselines.merge_by_mask(shared, kept, lg), weights))
+    assert all(a is b for a, b in zip(partial_sharing.merge_by_mask(shared, kept, lg), weights))
     with pytest.raises(ValueError):
-        baselines.merge_by_mask(kept, shared, lg)
+        partial_sharing.merge_by_mask(kept, shared, lg)
 
 
 @pytest.mark.parametrize(("prefixes", "shared_keys"), [(["fc2"], {"fc2.weight", "fc2.bias"}),
@@ -193,7 +192,7 @@ def test_layer_mask_split_and_merge():
                                                                           "fc1.weight", "fc1.bias"})])
 def test_partial_sharing_averages_shared_layers_and_keeps_the_rest(tmp_path, prefixes, shared_keys):
     keys = state_keys("cnn_authors")
-    mask = baselines.layer_mask(keys, prefixes)
+    mask = partial_sharing.layer_mask(keys, prefixes)
     init = _init()
     strategy = PartialSharingStrategy(shared_mask=mask, num_clients=2, num_rounds=3, participation=1.0, seed=0,
                                       initial_weights=init, recorder=RunRecorder(tmp_path, 3, 1, progress=False))
@@ -279,8 +278,8 @@ def test_shared_data_goes_to_train_only():
 def test_shared_data_only_for_methods_that_ask_for_it():
     labels, train, val = _toy_partition()
     splits = [ClientSplit(train=t, val=v, test=np.zeros(1, dtype=int)) for t, v in zip(train, val)]
-    assert shared_train_indices(_cfg("method=fedavg"), labels, splits) is None
-    g = shared_train_indices(_cfg("method=fedavg_data", "fedavg_data.shared_fraction=0.5"), labels, splits)
+    assert [n for n in methods.names() if methods.get(n).shared_train is not None] == ["fedavg_data"]
+    g = shared_train_indices(_cfg("method=fedavg_data", "method.shared_fraction=0.5"), labels, splits)
     np.testing.assert_array_equal(g, draw_shared_indices(labels, train, val, 0.5, 0))
 
 
@@ -304,11 +303,11 @@ def test_experiment_adds_shared_train_data_to_every_client(data_root):
 def test_perfedavg_first_order_step_on_a_quadratic():
     w = [torch.tensor([1.0, 0.0])]
     inner, outer = [torch.tensor([3.0, 1.0])], [torch.tensor([-1.0, 2.0])]
-    new, loss = baselines.perfedavg_fo_step(w, _quadratic_grad_fn, inner, outer, alpha=0.1, beta=0.5)
+    new, loss = perfedavg.perfedavg_fo_step(w, _quadratic_grad_fn, inner, outer, alpha=0.1, beta=0.5)
     # temp = w - 0.1 (w - inner) = [1.2, 0.1]; grad at temp on outer = [2.2, -1.9]
     torch.testing.assert_close(new[0], torch.tensor([1.0 - 0.5 * 2.2, 0.0 + 0.5 * 1.9]))
     assert loss == pytest.approx(0.5 * (2.2 ** 2 + 1.9 ** 2))
-    step, loss0 = baselines.gradient_step(w, _quadratic_grad_fn, inner, lr=0.1)
+    step, loss0 = functional_loop.gradient_step(w, _quadratic_grad_fn, inner, lr=0.1)
     torch.testing.assert_close(step[0], torch.tensor([1.2, 0.1]))
     assert loss0 == pytest.approx(0.5 * (4.0 + 1.0))
 
@@ -318,7 +317,7 @@ def test_grad_fn_matches_autograd_with_weight_decay():
     data = _data()
     x, y = data.train_x[:4], data.train_y[:4]
     params = [p.detach().clone() for p in model.parameters()]
-    grads, loss = baselines.make_grad_fn(model, (0.5,), (0.5,), weight_decay=0.1)(params, (x, y))
+    grads, loss = functional_loop.make_grad_fn(model, (0.5,), (0.5,), weight_decay=0.1)(params, (x, y))
     ref = F.cross_entropy(model(normalize(x, (0.5,), (0.5,))), y)
     ref.backward()
     assert loss == pytest.approx(float(ref.detach()), rel=1e-6)
@@ -333,7 +332,7 @@ def test_perfedavg_client_personalizes_with_one_step_and_trains_from_the_global_
     theta, _ = client.personalize(glob, {"server_round": 4}, commit=False)
     batch = client.train_batch(4)
     assert len(batch[1]) == 8
-    expect, _ = baselines.gradient_step(client.params_of(glob), client.grad_fn(), batch, 0.05)
+    expect, _ = functional_loop.gradient_step(client.params_of(glob), client.grad_fn(), batch, 0.05)
     for a, b in zip(theta, client.weights_of(expect, glob)):
         np.testing.assert_allclose(a, b)
     assert client.training_start(glob, theta) == glob
@@ -343,7 +342,7 @@ def test_perfedavg_client_personalizes_with_one_step_and_trains_from_the_global_
     batches = client.epoch_batches(1)
     params = client.params_of(glob)
     for inner, outer in [(batches[0], batches[1]), (batches[2], batches[2])]:
-        params, _ = baselines.perfedavg_fo_step(params, client.grad_fn(), inner, outer, alpha=0.05, beta=0.02)
+        params, _ = perfedavg.perfedavg_fo_step(params, client.grad_fn(), inner, outer, alpha=0.05, beta=0.02)
     for a, b in zip(get_weights(client.model), client.weights_of(params, glob)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert np.isfinite(loss) and len(state) == 0
@@ -366,23 +365,23 @@ def test_pfedme_inner_solution_minimizes_the_moreau_objective():
         return float(0.5 * r @ r + lam / 2 * ((theta - w[0]) ** 2).sum())
 
     exact = torch.linalg.solve(a.T @ a + lam * torch.eye(3, dtype=torch.float64), a.T @ b + lam * w[0])
-    theta5, _ = baselines.pfedme_inner_solve(w, w, grad_fn, None, lam=lam, lr=0.05, steps=5)
+    theta5, _ = pfedme.pfedme_inner_solve(w, w, grad_fn, None, lam=lam, lr=0.05, steps=5)
     assert objective(exact) < objective(theta5[0]) < objective(w[0])  # K = 5 steps: approximately
-    theta, _ = baselines.pfedme_inner_solve(w, w, grad_fn, None, lam=lam, lr=0.05, steps=2000)
+    theta, _ = pfedme.pfedme_inner_solve(w, w, grad_fn, None, lam=lam, lr=0.05, steps=2000)
     torch.testing.assert_close(theta[0], exact)
     # the first step by hand: theta1 = w - lr * (grad f(w) + lam * (w - w)) = w - lr * grad f(w)
-    one, _ = baselines.pfedme_inner_solve(w, w, grad_fn, None, lam=lam, lr=0.05, steps=1)
+    one, _ = pfedme.pfedme_inner_solve(w, w, grad_fn, None, lam=lam, lr=0.05, steps=1)
     torch.testing.assert_close(one[0], w[0] - 0.05 * (a.T @ (a @ w[0] - b)))
 
 
 def test_pfedme_local_and_server_updates():
     w, theta = [torch.tensor([1.0, 2.0])], [torch.tensor([0.0, 4.0])]
-    out = baselines.pfedme_local_update(w, theta, lam=15.0, lr=0.01)
+    out = pfedme.pfedme_local_update(w, theta, lam=15.0, lr=0.01)
     torch.testing.assert_close(out[0], torch.tensor([1.0 - 0.15 * 1.0, 2.0 - 0.15 * (-2.0)]))
     prev, avg = [np.array([1.0, 1.0], dtype=np.float32)], [np.array([3.0, 0.0], dtype=np.float32)]
-    np.testing.assert_allclose(baselines.pfedme_server_update(prev, avg, 1.0)[0], [3.0, 0.0])
-    np.testing.assert_allclose(baselines.pfedme_server_update(prev, avg, 2.0)[0], [5.0, -1.0])
-    assert baselines.pfedme_server_update(prev, avg, 2.0)[0].dtype == np.float32
+    np.testing.assert_allclose(pfedme.pfedme_server_update(prev, avg, 1.0)[0], [3.0, 0.0])
+    np.testing.assert_allclose(pfedme.pfedme_server_update(prev, avg, 2.0)[0], [5.0, -1.0])
+    assert pfedme.pfedme_server_update(prev, avg, 2.0)[0].dtype == np.float32
 
 
 def test_pfedme_strategy_applies_beta_to_the_average(tmp_path):
@@ -407,7 +406,7 @@ def _pfedme_client(cid, personal_model):
 
 def _assert_theta_from_global(client, glob, rnd, theta):
     w = client.params_of(glob)
-    expect, _ = baselines.pfedme_inner_solve(w, w, client.grad_fn(), client.train_batch(rnd), lam=15.0, lr=0.05,
+    expect, _ = pfedme.pfedme_inner_solve(w, w, client.grad_fn(), client.train_batch(rnd), lam=15.0, lr=0.05,
                                              steps=5)
     for a, b in zip(theta, client.weights_of(expect, glob)):
         np.testing.assert_allclose(a, b)
@@ -418,8 +417,8 @@ def _pfedme_training_by_hand(client, glob, rnd):
     w_loc = client.params_of(glob)
     th = list(w_loc)
     for batch in client.epoch_batches(rnd):
-        th, _ = baselines.pfedme_inner_solve(th, w_loc, client.grad_fn(), batch, lam=15.0, lr=0.05, steps=5)
-        w_loc = baselines.pfedme_local_update(w_loc, th, lam=15.0, lr=round_lr(0.02, 0.99, rnd))
+        th, _ = pfedme.pfedme_inner_solve(th, w_loc, client.grad_fn(), batch, lam=15.0, lr=0.05, steps=5)
+        w_loc = pfedme.pfedme_local_update(w_loc, th, lam=15.0, lr=round_lr(0.02, 0.99, rnd))
     return th, w_loc
 
 
@@ -450,7 +449,7 @@ def test_pfedme_last_theta_is_kept_and_evaluated_next_round():
 
 # -- end to end through Flower --------------------------------------------------------------------------
 SMALL = ["dataset=mnist", "num_clients=4", "num_rounds=2", "local_epochs=1", "samples_per_client=100",
-         "optim.lr=0.05", "fomo.num_models=3", "sim.progress=false"]
+         "optim.lr=0.05", "method.num_models=3", "sim.progress=false"]
 
 
 @pytest.mark.e2e
@@ -482,3 +481,14 @@ def test_method_runs_end_to_end(tmp_path, data_root, method):
         assert upload_mb == pytest.approx(full)
     if method == "fedavg_data":  # 5% of the 4 x 80 training images: 16 shared images each
         assert "shared data: 16 training images" in (out / "server.log").read_text()
+
+
+def test_cli_names_the_new_key_of_a_moved_setting(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedfomo.main", "fomo.num_models=3", f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+    )
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "fomo.num_models moved to method.num_models" in lines[0]
+    assert not (tmp_path / "run").exists()

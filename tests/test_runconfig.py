@@ -44,9 +44,9 @@ def test_flwr_run_defaults_compose_the_hydra_defaults():
 def test_flat_keys_map_onto_hydra_overrides():
     got = overrides_from_run_config({"dataset": "mnist", "num-server-rounds": 3, "num-models": 4,
                                      "samples-per-client": 0, "lr": 0.0, "data-root": "", "overrides": ""})
-    assert got == ["dataset=mnist", "num_rounds=3", "fomo.num_models=4"]
+    assert got == ["dataset=mnist", "num_rounds=3", "method.num_models=4"]
     cfg = compose(got)
-    assert cfg.num_rounds == 3 and cfg.fomo.num_models == 4 and cfg.samples_per_client is None
+    assert cfg.num_rounds == 3 and cfg.method.num_models == 4 and cfg.samples_per_client is None
     assert cfg.optim.lr == 0.01  # the dataset's default, not the sentinel
 
 
@@ -58,17 +58,35 @@ def test_overrides_string_wins_over_flat_keys():
 
 @pytest.mark.parametrize("overrides", [
     [],
-    ["dataset=mnist", "method=fedavg", "num_clients=4", "samples_per_client=100", "fomo.num_models=3"],
-    ["method=lg_fedavg", "lg_fedavg.shared_layers=[fc2]", "optim.lr=0.05", "partition=iid"],
+    ["dataset=mnist", "method=fedavg", "num_clients=4", "samples_per_client=100"],
+    ["dataset=mnist", "num_clients=4", "method.num_models=3", "method.epsilon=0.0"],
+    ["method=lg_fedavg", "method.shared_layers=[fc2]", "optim.lr=0.05", "partition=iid"],
     ["partition=latent", "partition.num_distributions=3", "dataset.root=/somewhere/else", "seed=2"],
-    ["method=pfedme", "pfedme.lambda=10", "optim.momentum=0.9", "num_rounds=2"],
+    ["method=pfedme", "method.lambda=10", "optim.momentum=0.9", "num_rounds=2"],
 ])
 def test_hydra_entry_point_run_config_composes_the_same_config(tmp_path, overrides):
     cfg = compose(overrides)
     cfg.dataset.root = str(Path(cfg.dataset.root).resolve())
     run_config = run_config_for(cfg, overrides, tmp_path)
-    assert set(run_config) == set(FLAT_KEYS) | set(CONTROL_KEYS)
+    fedfomo_only = {"num-models", "epsilon", "epsilon-decay"}
+    expected = set(FLAT_KEYS) | set(CONTROL_KEYS)
+    assert set(run_config) == (expected if cfg.method.name == "fedfomo" else expected - fedfomo_only)
     assert config_yaml(experiment_config(run_config)) == config_yaml(cfg)
+
+
+def test_fedfomo_flat_keys_only_apply_to_fedfomo():
+    got = overrides_from_run_config({"method": "fedavg", "num-models": 5, "epsilon": 0.3})
+    assert got == ["method=fedavg"]
+    assert overrides_from_run_config({"num-models": 3, "overrides": "method=local"}) == ["method=local"]
+    assert overrides_from_run_config({"num-models": 3}) == ["method.num_models=3"]  # the default method: fedfomo
+
+
+def test_moved_keys_name_the_new_key():
+    for old, new in [("fomo.num_models=3", "method.num_models=3"), ("fedprox.mu=0.1", "method.mu=0.1"),
+                     ("+pfedme.lambda=3", "method.lambda=3")]:
+        with pytest.raises(ConfigError, match=f"moved to method.*write {new}") as err:
+            compose([old])
+        assert "\n" not in str(err.value)
 
 
 def test_unknown_run_config_key_is_one_line():
@@ -80,7 +98,7 @@ def test_bad_overrides_are_one_line():
     with pytest.raises(ConfigError, match="not key=value"):
         overrides_from_run_config({"overrides": "num_rounds"})
     with pytest.raises(ConfigError, match="rejected") as err:
-        compose(["fomo.no_such_key=1"])
+        compose(["optim.no_such_key=1"])
     assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match=r"num_rounds=0 is out of range"):
         experiment_config({"num-server-rounds": 0})

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from fedfomo.messages import Upload, decode_ids, encode_floats, encode_ids, split_models, unpack_request
+from fedfomo.methods.fedfomo import FedFomoStrategy
 from fedfomo.results import RunRecorder
-from fedfomo.strategy import FedFomoStrategy, sample_clients, weighted_average
+from fedfomo.strategy import sample_clients, weighted_average
 
 
 def test_sampling_fraction_seeded():

@@ -1,9 +1,8 @@
-"""A globally shared subset of training data added to every client's training set.
+"""FedAvg with globally shared data (Zhao et al., "Federated Learning with Non-IID Data", 2018).
 
-Zhao et al., "Federated Learning with Non-IID Data" (2018): a small, class-balanced
-set G of training images is shared with every client, which trains on its own data plus G.
-``fedavg_data`` is FedAvg with such a G; any method whose config block has a
-``shared_fraction`` key gets the same treatment (see :func:`shared_train_indices`).
+A small, class-balanced set G of training images is shared with every client, which trains on
+its own data plus G; otherwise FedAvg. ``method.shared_fraction`` is the size of G (the paper's
+beta; 5% is its headline setting).
 
 How G is drawn (seeded, :func:`draw_shared_indices`):
 
@@ -20,14 +19,14 @@ How G is drawn (seeded, :func:`draw_shared_indices`):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
-from typing import TypeVar
 
 import numpy as np
 from omegaconf import DictConfig
 
-SplitT = TypeVar("SplitT")
+from fedfomo.config import check_float, require
+from fedfomo.methods import Method
+from fedfomo.methods.fedavg import FedAvgClient, FedAvgStrategy
 
 
 def draw_shared_indices(train_labels: np.ndarray, train_parts: Sequence[np.ndarray], val_parts: Sequence[np.ndarray],
@@ -82,17 +81,16 @@ def draw_shared_indices(train_labels: np.ndarray, train_parts: Sequence[np.ndarr
     return np.sort(np.concatenate(parts)).astype(np.int64)
 
 
-def with_shared_train(split: SplitT, shared: np.ndarray | None) -> SplitT:
-    """A client's split with G added to its train indices (union); val and test unchanged."""
-    if shared is None or len(shared) == 0:
-        return split
-    return dataclasses.replace(split, train=np.union1d(split.train, shared))  # type: ignore[type-var]
-
-
-def shared_train_indices(cfg: DictConfig, train_labels: np.ndarray, splits: Sequence) -> np.ndarray | None:
-    """G for the configured method, or None when its config block has no ``shared_fraction``."""
-    block = cfg.get(cfg.method.name)
-    if block is None or block.get("shared_fraction") is None:
-        return None
+def shared_train_indices(cfg: DictConfig, train_labels: np.ndarray, splits: Sequence) -> np.ndarray:
+    """G for this run (the ``shared_train`` hook of :class:`~fedfomo.methods.Method`)."""
     return draw_shared_indices(train_labels, [s.train for s in splits], [s.val for s in splits],
-                               float(block.shared_fraction), int(cfg.seed))
+                               float(cfg.method.shared_fraction), int(cfg.seed))
+
+
+def validate(cfg: DictConfig) -> None:
+    """shared_fraction in (0, 1]."""
+    check_float("method.shared_fraction", require(cfg, "method.shared_fraction"), 0.0, 1.0, low_open=True)
+
+
+METHOD = Method(name="fedavg_data", client=FedAvgClient, strategy=FedAvgStrategy, validate=validate,
+                shared_train=shared_train_indices, reference="Zhao et al., 2018")
