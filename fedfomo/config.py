@@ -11,10 +11,10 @@ import math
 from omegaconf import DictConfig, OmegaConf
 
 from fedfomo.data import DATASETS
-from fedfomo.embed import PRECISIONS
 from fedfomo.latent import EMBEDDERS
 from fedfomo.models import MODELS
 from fedfomo.partition import PARTITIONS
+from fedfomo.vgg import PRECISIONS
 
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
 

@@ -136,7 +136,7 @@ def build_partition(cfg: DictConfig, ds: ImageDataset) -> list[ClientSplit]:
     """The configured partition; impossible settings become a :class:`ConfigError`."""
     try:
         if cfg.partition.name == "latent":
-            from fedfomo.embed import latent_splits
+            from fedfomo.embeddings import latent_splits
 
             return latent_splits(cfg, ds)
         return make_partition(

@@ -1,6 +1,6 @@
 """The latent-distribution non-IID split (paper, Section 4 and Appendix A.5), as pure functions.
 
-Pipeline (the embedding and its cache are in :mod:`fedfomo.embed`):
+Pipeline (the embedding and its cache are in :mod:`fedfomo.embeddings`, VGG-11 in :mod:`fedfomo.vgg`):
 
 1. every train and test image is embedded (VGG-11's second FC layer, 4096-d, in the paper);
 2. :func:`reduce_dim`: PCA of train and test embeddings together, to ``pca_dim`` (256);

@@ -11,18 +11,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from fedfomo import embed
+from fedfomo import embeddings as embed
+from fedfomo import vgg
 from fedfomo.config import ConfigError, validate_config
 from fedfomo.data import ImageDataset
-from fedfomo.embed import (
-    CacheMismatchError,
-    augment,
-    build_vgg11,
-    clusters_from_config,
-    embed_dataset,
-    latent_clusters,
-    vgg_embed,
-)
+from fedfomo.embeddings import CacheMismatchError, clusters_from_config, embed_dataset, latent_clusters
 from fedfomo.latent import (
     kmeans_clusters,
     latent_partition,
@@ -32,6 +25,7 @@ from fedfomo.latent import (
     shuffle_targets,
     spread_clients,
 )
+from fedfomo.vgg import augment, build_vgg11, vgg_embed
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -298,7 +292,7 @@ def test_vgg11_shapes_mnist_and_cifar():
         x = torch.randint(0, 256, (3, *shape), dtype=torch.uint8)
         emb = vgg_embed(model, x, (0.5,) * shape[0], (0.25,) * shape[0], torch.device("cpu"))
         assert emb.shape == (3, 4096) and emb.dtype == np.float32 and (emb >= 0).all(), name
-        out = model(embed.vgg_inputs(x, (0.5,) * shape[0], (0.25,) * shape[0]))
+        out = model(vgg.vgg_inputs(x, (0.5,) * shape[0], (0.25,) * shape[0]))
         assert out.shape == (3, 10)
 
 
