@@ -34,7 +34,7 @@ FLAT_KEYS: dict[str, tuple[str, object]] = {
     "participation": ("participation", None),
     "local-epochs": ("local_epochs", None),
     "seed": ("seed", None),
-    "num-models": ("method.num_models", None),
+    "num-models": ("method.num_models", 0),
     "epsilon": ("method.epsilon", None),
     "epsilon-decay": ("method.epsilon_decay", None),
     "samples-per-client": ("samples_per_client", 0),

@@ -40,17 +40,26 @@ class FedFomoClient(BaseClient):
         if baseline is None:
             baseline = self.initial_weights()
         t0 = time.perf_counter()
-        base_loss, _ = self.loss_on(baseline, self.data.val_x, self.data.val_y)
-        cand_losses = [self.loss_on(c, self.data.val_x, self.data.val_y)[0] for c in candidates]
-        t1 = time.perf_counter()
-        dists = [fomo.parameter_distance(c, baseline, str(self.hp["distance"])) for c in candidates]
-        raw = fomo.fomo_weights(base_loss, cand_losses, dists)
+        raw, eval_s = self.candidate_weights(baseline, candidates)
         merged, reverted = fomo.fomo_merge(baseline, candidates, raw)
         t2 = time.perf_counter()
         if commit:
             self.save_state("baseline", merged)
         return merged, {"candidate_ids": encode_ids(ids), "weights": encode_floats(raw),
-                        "reverted": int(reverted), "eval_s": t1 - t0, "merge_s": t2 - t1}
+                        "reverted": int(reverted), "eval_s": eval_s, "merge_s": t2 - t0 - eval_s}
+
+    def val_loss(self, weights: Weights) -> float:
+        """Mean cross-entropy of ``weights`` on this client's validation split."""
+        return self.loss_on(weights, self.data.val_x, self.data.val_y)[0]
+
+    def candidate_weights(self, baseline: Weights, candidates: list[Weights]) -> tuple[np.ndarray, float]:
+        """Raw Eq. 3 weights of the candidates, and the seconds spent in validation passes."""
+        t0 = time.perf_counter()
+        base_loss = self.val_loss(baseline)
+        cand_losses = [self.val_loss(c) for c in candidates]
+        eval_s = time.perf_counter() - t0
+        dists = [fomo.parameter_distance(c, baseline, str(self.hp["distance"])) for c in candidates]
+        return fomo.fomo_weights(base_loss, cand_losses, dists), eval_s
 
 
 class FedFomoStrategy(PersonalizedStrategy):
