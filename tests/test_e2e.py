@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["dataset=mnist", "num_clients=6", "num_rounds=3", "local_epochs=2", "samples_per_client=200", "optim.lr=0.05",
-         "method.num_models=3", "sim.progress=false"]
+         "sim.progress=false"]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realdata]
 
@@ -36,7 +36,7 @@ def _rounds(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def fomo_runs(tmp_path_factory, data_root):
     base = tmp_path_factory.mktemp("e2e")
-    return [(base / f"r{k}", _run(base / f"r{k}", data_root, "method=fedfomo")) for k in range(2)]
+    return [(base / f"r{k}", _run(base / f"r{k}", data_root, "method=fedfomo", "method.num_models=3")) for k in range(2)]
 
 
 def test_fedfomo_writes_every_result_file(fomo_runs):
@@ -89,7 +89,7 @@ def test_reference_methods_run(tmp_path, data_root, method):
 
 
 def test_partial_participation_fedfomo(tmp_path, data_root):
-    s = _run(tmp_path / "pp", data_root, "method=fedfomo", "participation=0.5", "num_rounds=4")
+    s = _run(tmp_path / "pp", data_root, "method=fedfomo", "method.num_models=3", "participation=0.5", "num_rounds=4")
     rows = _rounds(tmp_path / "pp")
     assert [int(r["num_clients"]) for r in rows] == [3, 3, 3, 3]
     assert len(s["per_client_final_acc"]) == 6  # the final evaluation covers every client

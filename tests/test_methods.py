@@ -449,7 +449,7 @@ def test_pfedme_last_theta_is_kept_and_evaluated_next_round():
 
 # -- end to end through Flower --------------------------------------------------------------------------
 SMALL = ["dataset=mnist", "num_clients=4", "num_rounds=2", "local_epochs=1", "samples_per_client=100",
-         "optim.lr=0.05", "method.num_models=3", "sim.progress=false"]
+         "optim.lr=0.05", "sim.progress=false"]
 
 
 @pytest.mark.e2e
