@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from flwr.client import NumPyClient
-from flwr.common import ArrayRecord, RecordDict
+from flwr.common import ArrayRecord, ConfigRecord, RecordDict
 
 from fedfomo.models import build_model, get_weights, set_weights
+from fedfomo.privacy import DPConfig
 from fedfomo.training import OptimConfig, evaluate, round_lr, train
 
 Weights = list[np.ndarray]
@@ -54,6 +55,8 @@ class ClientSettings:
         The method's own settings (its config block, e.g. ``{"mu": 0.01}`` for FedProx).
     device : str
         Where the client's model and data live (``cpu`` or ``cuda``).
+    dp : DPConfig, optional
+        DP-SGD settings when local training is differentially private (:mod:`fedfomo.privacy`).
 
     """
 
@@ -72,6 +75,7 @@ class ClientSettings:
     eval_batch_size: int = 1000
     method_params: dict | None = None
     device: str = "cpu"
+    dp: DPConfig | None = None
 
 
 class BaseClient(NumPyClient):
@@ -95,6 +99,7 @@ class BaseClient(NumPyClient):
                                  settings.seed).to(self.device)
         self.num_arrays = len(self.model.state_dict())
         self.hp = dict(settings.method_params or {})
+        self.round_metrics: dict[str, float] = {}
 
     # -- helpers -----------------------------------------------------------------------------
     def initial_weights(self) -> Weights:
@@ -152,9 +157,26 @@ class BaseClient(NumPyClient):
         """
         optim = OptimConfig(lr=round_lr(self.s.lr, self.s.lr_decay, server_round), momentum=self.s.momentum,
                             weight_decay=self.s.weight_decay, batch_size=self.s.batch_size)
+        if self.s.dp is not None:
+            return self.dp_training(server_round, optim)
         return train(self.model, self.data.train_x, self.data.train_y, epochs=self.s.local_epochs,
                      optim=optim, mean=self.s.mean, std=self.s.std, generator=self.generator(server_round),
                      extra_loss=self.extra_loss(start))
+
+    def dp_training(self, server_round: int, optim: OptimConfig) -> float:
+        """E epochs of DP-SGD (:func:`fedfomo.privacy.train_dp`); the epsilon so far goes into the round's metrics."""
+        from fedfomo.privacy import epsilon_of, train_dp
+
+        saved = self.state["dp_history"] if "dp_history" in self.state else None
+        history = [] if saved is None else list(zip(saved["noise"], saved["rate"], saved["steps"]))  # type: ignore[index]
+        loss, history = train_dp(self.model, self.data.train_x, self.data.train_y, epochs=self.s.local_epochs,
+                                 optim=optim, mean=self.s.mean, std=self.s.std,
+                                 generator=self.generator(server_round, stream=2), dp=self.s.dp, history=history)
+        self.state["dp_history"] = ConfigRecord({"noise": [float(h[0]) for h in history],
+                                                 "rate": [float(h[1]) for h in history],
+                                                 "steps": [int(h[2]) for h in history]})
+        self.round_metrics["dp_epsilon"] = epsilon_of(history, self.s.dp.delta)
+        return loss
 
     # -- Flower API ----------------------------------------------------------------------------
     def fit(self, parameters: Weights, config: dict) -> tuple[Weights, int, dict]:
@@ -169,7 +191,7 @@ class BaseClient(NumPyClient):
         t2 = time.perf_counter()
         upload = self.after_training(get_weights(self.model))
         metrics.update(cid=self.cid, test_acc=test_acc, test_loss=test_loss, train_loss=train_loss,
-                       test_s=t1 - t0, train_s=t2 - t1)
+                       test_s=t1 - t0, train_s=t2 - t1, **self.round_metrics)
         metrics.setdefault("eval_s", 0.0)
         metrics.setdefault("merge_s", 0.0)
         return upload, len(self.data.train_y), metrics

@@ -96,6 +96,7 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.sim.num_cpus is not None:
         check_int("sim.num_cpus", cfg.sim.num_cpus, 1)
     method.validate(cfg)
+    _validate_dp(cfg, method)
 
 
 def require(cfg: DictConfig, key: str) -> object:
@@ -139,3 +140,30 @@ def _validate_partition(cfg: DictConfig, num_clients: int) -> None:
         check_float("partition.vgg.weight_decay", vgg.get("weight_decay"), 0.0, float("inf"))
         check_int("partition.vgg.batch_size", vgg.get("batch_size"), 1)
         check_choice("partition.vgg.precision", vgg.get("precision", "fp32"), PRECISIONS)
+
+
+def _validate_dp(cfg: DictConfig, method) -> None:
+    """The ``dp`` block; with ``dp.enabled`` also the method (shared loop) and the model (Opacus-valid)."""
+    dp = cfg.get("dp")
+    if dp is None:
+        return
+    enabled = check_bool("dp.enabled", dp.get("enabled"))
+    check_float("dp.noise_multiplier", dp.get("noise_multiplier"), 0.0, float("inf"))
+    check_float("dp.max_grad_norm", dp.get("max_grad_norm"), 0.0, float("inf"), low_open=True)
+    check_float("dp.delta", dp.get("delta"), 0.0, 1.0, low_open=True, high_open=True)
+    if not enabled:
+        return
+    if not method.supports_dp:
+        from fedfomo import methods
+
+        ok = ", ".join(n for n in methods.names() if methods.get(n).supports_dp)
+        raise ConfigError(f"dp.enabled=true with method={method.name}: its local training is not the shared loop "
+                          f"that DP-SGD replaces; allowed methods: {ok}")
+    from fedfomo.models import build_model
+    from fedfomo.privacy import model_problems
+
+    shape = (1, 28, 28) if cfg.dataset.name == "mnist" else (3, 32, 32)
+    problems = model_problems(build_model(cfg.model, shape, NUM_CLASSES[cfg.dataset.name], 0))
+    if problems:
+        raise ConfigError(f"dp.enabled=true but Opacus rejects model={cfg.model}: {problems[0]}; "
+                          f"allowed: models without BatchNorm ({', '.join(MODELS)})")

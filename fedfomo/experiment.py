@@ -26,6 +26,7 @@ from fedfomo.data import ImageDataset, load_dataset
 from fedfomo.emd import DEFAULT_GROUND
 from fedfomo.models import build_model, get_weights
 from fedfomo.partition import ClientSplit, label_counts, make_partition, with_shared_train
+from fedfomo.privacy import DPConfig
 from fedfomo.results import RunRecorder
 
 log = logging.getLogger("fedfomo")
@@ -76,6 +77,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         lr_decay=cfg.optim.lr_decay, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
         batch_size=cfg.optim.batch_size, eval_batch_size=cfg.optim.eval_batch_size,
         method_params=methods.method_params(cfg),
+        dp=dp_config(cfg),
     )
     method = methods.get(cfg.method.name)
     shared = None
@@ -85,6 +87,15 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         except ValueError as err:
             raise ConfigError(str(err)) from err
     return Experiment(cfg=cfg, dataset=ds, splits=splits, settings=settings, shared_train=shared)
+
+
+def dp_config(cfg: DictConfig) -> DPConfig | None:
+    """The DP-SGD settings when ``dp.enabled``, else None."""
+    dp = cfg.get("dp")
+    if dp is None or not dp.enabled:
+        return None
+    return DPConfig(noise_multiplier=float(dp.noise_multiplier), max_grad_norm=float(dp.max_grad_norm),
+                    delta=float(dp.delta))
 
 
 def client_data(exp: Experiment, cid: int) -> ClientData:
@@ -166,6 +177,8 @@ def run_facts(cfg: DictConfig, emd: float) -> dict:
         **partition_facts(cfg.partition),
         "emd": emd, "emd_ground": DEFAULT_GROUND,
         "num_models": None,
+        "dp": ({k: cfg.dp[k] for k in ("noise_multiplier", "max_grad_norm", "delta")}
+               if cfg.get("dp") is not None and cfg.dp.enabled else None),
         **methods.get(cfg.method.name).facts(cfg),
         "hardware": hardware_description(cfg.sim.cpus_per_client, float(cfg.sim.gpus_per_client)),
     }

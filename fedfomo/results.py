@@ -7,6 +7,7 @@ Files in the run directory:
 - ``clients.csv``: one row per (round, client) with the client's metrics, FedFomo's candidate
   ids and raw weights included;
 - ``affinity/round_NNN.npy``: FedFomo's P after each round;
+- ``clusters.json``: a clustering method's (CFL's) clusters after each round;
 - ``summary.json``: final personalized accuracy and run facts (written at the end);
 - ``config.yaml`` and ``partition.json`` are written by :mod:`fedfomo.server`.
 """
@@ -26,7 +27,7 @@ log = logging.getLogger("fedfomo")
 ROUND_FIELDS = ("round", "num_clients", "mean_acc", "std_acc", "mean_train_loss", "eval_candidates_s",
                 "merge_s", "train_s", "test_s", "comm_overhead_s", "wall_s", "download_mb", "upload_mb")
 CLIENT_FIELDS = ("round", "cid", "test_acc", "test_loss", "train_loss", "eval_s", "merge_s", "train_s",
-                 "test_s", "reverted", "candidate_ids", "weights")
+                 "test_s", "reverted", "candidate_ids", "weights", "dp_epsilon")
 
 
 def _append_csv(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
@@ -60,6 +61,7 @@ class RunRecorder:
         self.workers = max(1, workers)
         self.rounds: list[dict] = []
         self.final_acc: dict[int, float] = {}
+        self.dp_epsilon: dict[int, float] = {}
         self.bar = tqdm(total=num_rounds, desc="rounds", unit="round", disable=not progress, leave=False)
 
     def log_round(self, server_round: int, client_metrics: list[dict], *, wall_s: float,
@@ -85,6 +87,7 @@ class RunRecorder:
             "upload_mb": upload_mb,
         }
         self.rounds.append(row)
+        self.dp_epsilon.update({int(m["cid"]): float(m["dp_epsilon"]) for m in ms if "dp_epsilon" in m})
         _append_csv(self.out_dir / "rounds.csv", ROUND_FIELDS, [row])
         _append_csv(self.out_dir / "clients.csv", CLIENT_FIELDS, [{"round": server_round, **m} for m in ms])
         self.bar.update(1)
@@ -97,6 +100,15 @@ class RunRecorder:
         folder = self.out_dir / "affinity"
         folder.mkdir(exist_ok=True)
         np.save(folder / f"round_{server_round:03d}.npy", affinity)
+
+    def log_clusters(self, server_round: int, clusters: list[list[int]]) -> None:
+        """Record a clustering method's clusters after ``server_round`` in ``clusters.json`` (rewritten atomically)."""
+        path = self.out_dir / "clusters.json"
+        history = json.loads(path.read_text()) if path.exists() else {}
+        history[str(server_round)] = [sorted(int(c) for c in members) for members in clusters]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(history))
+        tmp.replace(path)
 
     def log_final(self, accuracies: dict[int, float]) -> None:
         """Record final personalized test accuracies of some clients (the evaluation may come in chunks)."""
@@ -119,6 +131,8 @@ class RunRecorder:
             "last_round_mean_acc": self.rounds[-1]["mean_acc"] if self.rounds else None,
             "last_round_std_acc": self.rounds[-1]["std_acc"] if self.rounds else None,
             "rounds_completed": len(self.rounds),
+            # DP-SGD: the largest epsilon any client reached (at dp.delta), over its whole training
+            "dp_epsilon_max": max(self.dp_epsilon.values()) if self.dp_epsilon else None,
         }
         with (self.out_dir / "summary.json").open("w") as f:
             json.dump(summary, f, indent=2)

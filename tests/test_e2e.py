@@ -36,7 +36,8 @@ def _rounds(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def fomo_runs(tmp_path_factory, data_root):
     base = tmp_path_factory.mktemp("e2e")
-    return [(base / f"r{k}", _run(base / f"r{k}", data_root, "method=fedfomo", "method.num_models=3")) for k in range(2)]
+    return [(base / f"r{k}", _run(base / f"r{k}", data_root, "method=fedfomo", "method.num_models=3"))
+            for k in range(2)]
 
 
 def test_fedfomo_writes_every_result_file(fomo_runs):

@@ -34,7 +34,7 @@ from fedfomo.training import round_lr
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
-NEW_METHODS = ("fedprox", "fedavg_data", "lg_fedavg", "fedper", "perfedavg", "pfedme", "fedfomo_ma")
+NEW_METHODS = ("fedprox", "fedavg_data", "lg_fedavg", "fedper", "perfedavg", "pfedme", "fedfomo_ma", "cfl")
 
 
 def _cfg(*overrides: str):

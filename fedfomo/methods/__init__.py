@@ -52,6 +52,8 @@ class Method:
         client's train set (FedAvg with shared data), or None.
     reference : str
         The paper and the authors' code it follows.
+    supports_dp : bool
+        Whether its local training is the shared loop, which DP-SGD (``dp.enabled``) replaces.
 
     """
 
@@ -63,6 +65,7 @@ class Method:
     facts: Callable[[DictConfig], dict] = _empty
     shared_train: Callable[[DictConfig, np.ndarray, Sequence], np.ndarray | None] | None = None
     reference: str = field(default="")
+    supports_dp: bool = True
 
 
 @cache

@@ -65,4 +65,4 @@ def validate(cfg: DictConfig) -> None:
 
 
 METHOD = Method(name="fedprox", client=FedProxClient, strategy=FedAvgStrategy, validate=validate,
-                reference="Li et al., MLSys 2020")
+                reference="Li et al., MLSys 2020", supports_dp=False)

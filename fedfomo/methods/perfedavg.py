@@ -94,4 +94,4 @@ def validate(cfg: DictConfig) -> None:
 
 
 METHOD = Method(name="perfedavg", client=PerFedAvgClient, strategy=FedAvgStrategy, validate=validate,
-                reference="Fallah et al., NeurIPS 2020")
+                reference="Fallah et al., NeurIPS 2020", supports_dp=False)

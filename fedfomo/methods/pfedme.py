@@ -173,4 +173,4 @@ def validate(cfg: DictConfig) -> None:
 
 METHOD = Method(name="pfedme", client=PFedMeClient, strategy=PFedMeStrategy, validate=validate,
                 strategy_options=lambda cfg: {"beta": float(cfg.method.beta)},
-                reference="T. Dinh et al., NeurIPS 2020; CharlieDinh/pFedMe")
+                reference="T. Dinh et al., NeurIPS 2020; CharlieDinh/pFedMe", supports_dp=False)
