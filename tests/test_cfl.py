@@ -79,8 +79,8 @@ def test_no_split_before_min_round_or_in_small_clusters_and_weighted_mean(tmp_pa
 
 def test_bad_settings_are_one_line():
     validate_config(_cfg("method=cfl"))
-    with pytest.raises(ConfigError, match=r"method.eps2=0.3 must be larger than method.eps1=0.4"):
-        validate_config(_cfg("method=cfl", "method.eps2=0.3"))
+    with pytest.raises(ConfigError, match=r"method.eps2=0.1 must be larger than method.eps1=0.2"):
+        validate_config(_cfg("method=cfl", "method.eps2=0.1"))
     with pytest.raises(ConfigError, match=r"method.linkage='ward' is not supported; allowed: single, complete"):
         validate_config(_cfg("method=cfl", "method.linkage=ward"))
     with pytest.raises(ConfigError, match=r"method.min_cluster_size=1 is out of range; allowed: >= 2"):
