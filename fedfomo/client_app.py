@@ -14,6 +14,7 @@ from functools import lru_cache
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedfomo.client import BaseClient
 from fedfomo.experiment import Experiment, build_client, build_experiment
 from fedfomo.messages import reply_to, unpack_request
 from fedfomo.runconfig import config_yaml, experiment_config
@@ -72,21 +73,21 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"config": ConfigRecord({"partition-id": pid})}), reply_to=msg)
 
 
+def _client(context: Context) -> BaseClient:
+    """The client of the run's method that this node serves, with its state."""
+    exp = _experiment_for(context)
+    return build_client(exp, partition_of(dict(context.node_config), int(exp.cfg.num_clients)), context.state)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of the method: personalize, test, train E epochs, upload."""
-    exp = _experiment_for(context)
-    cid = partition_of(dict(context.node_config), int(exp.cfg.num_clients))
-    weights, config = unpack_request(msg)
-    upload, n, metrics = build_client(exp, cid, context.state).fit(weights, config)
+    upload, n, metrics = _client(context).fit(*unpack_request(msg))
     return reply_to(msg, upload, n, metrics)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Final evaluation: the model this client would keep, on its test set."""
-    exp = _experiment_for(context)
-    cid = partition_of(dict(context.node_config), int(exp.cfg.num_clients))
-    weights, config = unpack_request(msg)
-    _, n, metrics = build_client(exp, cid, context.state).evaluate(weights, config)
+    _, n, metrics = _client(context).evaluate(*unpack_request(msg))
     return reply_to(msg, [], n, metrics)

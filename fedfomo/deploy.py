@@ -12,17 +12,14 @@ in simulation.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
-from fedfomo.config import ConfigError, validate_config
+from fedfomo.config import ConfigError
 from fedfomo.data import DataNotFoundError
-from fedfomo.experiment import build_experiment
-from fedfomo.launch import flwr_run, new_federation, start_superlink, start_supernodes, temporary_workdir, write_app
-from fedfomo.runconfig import compose, config_yaml, run_config_for
+from fedfomo.launch import run_app
+from fedfomo.runconfig import compose
 
 
 def deploy(overrides: list[str], out_dir: Path, node_configs: list[str] | None = None) -> dict:
@@ -43,27 +40,7 @@ def deploy(overrides: list[str], out_dir: Path, node_configs: list[str] | None =
         The content of summary.json.
 
     """
-    cfg = compose(overrides)
-    validate_config(cfg)
-    cfg.dataset.root = str(Path(cfg.dataset.root).expanduser().resolve())
-    build_experiment(cfg)  # data and partition problems surface before any process starts
-    out = out_dir.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(config_yaml(cfg))
-    work = temporary_workdir()
-    fed = new_federation(work)
-    try:
-        start_superlink(fed, simulation=False)
-        start_supernodes(fed, int(cfg.num_clients), node_configs)
-        code = flwr_run(fed, write_app(work / "app"), run_config_for(cfg, overrides, out))
-    finally:
-        fed.stop()
-    summary = out / "summary.json"
-    if not summary.exists():
-        raise RuntimeError(f"the deployment ended (flwr run exit code {code}) without {summary}; "
-                           f"see {out / 'server.log'} and the process logs in {fed.logs}")
-    shutil.rmtree(work, ignore_errors=True)
-    return json.loads(summary.read_text())
+    return run_app(compose(overrides), overrides, out_dir, deployment=True, node_configs=node_configs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,9 +3,9 @@
 The Hydra entry point (:mod:`fedfomo.main`) runs every experiment through ``flwr run`` on a
 SuperLink of its own (simulation runtime, a free loopback port, a private ``FLWR_HOME``) and
 stops it afterwards; :mod:`fedfomo.deploy` does the same with a deployment SuperLink and one
-SuperNode per partition. Runtime dependency installation is disabled: the app runs in the
-environment that started it (Flower would otherwise build a fresh environment per run and
-download torch into it).
+SuperNode per partition. Both go through :func:`run_app`. Runtime dependency installation is
+disabled: the app runs in the environment that started it (Flower would otherwise build a fresh
+environment per run and download torch into it).
 """
 
 from __future__ import annotations
@@ -225,6 +225,73 @@ def simulation_config(cfg) -> dict[str, object]:
         "init-args-log-to-driver": False,
         "verbose": False,
     }
+
+
+class RunFailedError(RuntimeError):
+    """The federation ended without writing ``summary.json``."""
+
+
+def run_app(cfg, overrides: list[str], out_dir: str | Path, *, deployment: bool = False,
+            node_configs: list[str] | None = None) -> dict:
+    """Check ``cfg``, then run the fedfomo app on a SuperLink started for it; return summary.json.
+
+    Validates the configuration, makes ``dataset.root`` absolute (every process finds the same
+    data), builds the experiment once (data and partition problems surface before any Flower
+    process starts), saves ``config.yaml``, starts a SuperLink (simulation runtime, or a
+    deployment one with one SuperNode per client), runs ``flwr run`` and stops every process.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The composed configuration.
+    overrides : list of str
+        The Hydra overrides ``cfg`` was composed with (the ServerApp and ClientApps compose the
+        same configuration from them).
+    out_dir : str or Path
+        The run folder.
+    deployment : bool
+        A real deployment (SuperLink + SuperNodes) instead of the simulation runtime.
+    node_configs : list of str, optional
+        Each SuperNode's ``--node-config`` (deployment only; default ``partition-id=i num-partitions=N``).
+
+    Raises
+    ------
+    ConfigError, DataNotFoundError
+        Before any Flower process starts.
+    RunFailedError
+        When the run ended without a summary.
+
+    """
+    import json
+
+    from fedfomo.config import validate_config
+    from fedfomo.experiment import build_experiment
+    from fedfomo.runconfig import config_yaml, run_config_for
+
+    validate_config(cfg)
+    cfg = cfg.copy()
+    cfg.dataset.root = str(Path(cfg.dataset.root).expanduser().resolve())
+    build_experiment(cfg)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(config_yaml(cfg))
+    work = temporary_workdir()
+    fed = new_federation(work)
+    try:
+        start_superlink(fed, simulation=not deployment)
+        if deployment:
+            start_supernodes(fed, int(cfg.num_clients), node_configs)
+        code = flwr_run(fed, write_app(work / "app"), run_config_for(cfg, overrides, out),
+                        None if deployment else simulation_config(cfg))
+    finally:
+        fed.stop()
+    summary = out / "summary.json"
+    if not summary.exists():
+        tail = _log_tail(fed.logs / "superlink.log", 20)
+        raise RunFailedError(f"the run ended (flwr run exit code {code}) without {summary}; see {out / 'server.log'}"
+                             f" and the Flower process logs in {fed.logs}; SuperLink log tail:\n{tail}")
+    shutil.rmtree(work, ignore_errors=True)
+    return json.loads(summary.read_text())
 
 
 def temporary_workdir() -> Path:

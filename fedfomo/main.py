@@ -2,7 +2,7 @@
 
 Composes and validates the configuration, checks the data and the partition, saves
 ``config.yaml`` in the run folder, and runs the experiment through ``flwr run`` on a SuperLink
-of its own (:func:`fedfomo.simulate.simulate`), which it stops afterwards.
+of its own (:func:`fedfomo.launch.run_app`), which it stops afterwards.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 
 from fedfomo.config import ConfigError
 from fedfomo.data import DataNotFoundError
+from fedfomo.launch import run_app
 from fedfomo.runconfig import check_moved_keys, conf_dir
-from fedfomo.simulate import simulate
 
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base=None)
@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> None:
     """Run one experiment into the Hydra run directory; bad settings exit with code 2."""
     hc = HydraConfig.get()
     try:
-        simulate(cfg, list(hc.overrides.task), hc.runtime.output_dir)
+        run_app(cfg, list(hc.overrides.task), hc.runtime.output_dir)
     except (ConfigError, DataNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
