@@ -44,8 +44,8 @@ def partition_of(node_config: dict, num_clients: int | None = None) -> int:
                          f"allowed: num-partitions={num_clients}")
     upper = num_clients if num_clients is not None else parts
     if pid < 0 or (upper is not None and pid >= upper):
-        raise ValueError(f"node_config partition-id={pid} is out of range; allowed: 0..{upper - 1}" if upper
-                         else f"node_config partition-id={pid} is out of range; allowed: >= 0")
+        allowed = f"0..{upper - 1}" if upper else ">= 0"
+        raise ValueError(f"node_config partition-id={pid} is out of range; allowed: {allowed} ({how})")
     return pid
 
 

@@ -111,7 +111,7 @@ def test_partition_of_node_config():
     assert partition_of({"partition-id": 0}, 5) == 0
     with pytest.raises(ValueError, match=r"no partition-id; start the SuperNode with --node-config"):
         partition_of({}, 3)
-    with pytest.raises(ValueError, match=r"partition-id=3 is out of range; allowed: 0..2"):
+    with pytest.raises(ValueError, match=r"partition-id=3 is out of range; allowed: 0..2 \(start the SuperNode"):
         partition_of({"partition-id": 3, "num-partitions": 3}, 3)
     with pytest.raises(ValueError, match=r"partition-id=-1 is out of range"):
         partition_of({"partition-id": -1}, 3)
