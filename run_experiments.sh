@@ -56,6 +56,15 @@ table3_cifar10_shuffled() {
     partition.shuffle_targets=true method=fedfomo,fedavg,local
 }
 
+# Table 4, CIFAR-10, latent D=5, 15 clients: FedFomo and FedAvg with DP-SGD (Opacus), sigma 1 and 2
+# (sigma 0, the non-private baseline, is table2_cifar10_latent), delta 1e-5.
+table4_cifar10_latent_dp() {
+  "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=5 \
+    method=fedfomo,fedavg dp.enabled=true dp.noise_multiplier=1,2 $SCALE \
+    "hydra.sweep.dir=results/table4_cifar10_latent_dp${TAG:+_$TAG}" \
+    "hydra.sweep.subdir=\${method.name}_sigma\${dp.noise_multiplier}_s\${seed}"
+}
+
 if [ $# -eq 0 ]; then
   set -- table1_mnist table1_cifar10 methods_mnist table1_mnist_100 table2_cifar10_latent table3_cifar10_shuffled
 fi
