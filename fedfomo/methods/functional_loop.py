@@ -68,6 +68,10 @@ def gradient_step(params: Params, grad_fn: GradFn, batch: Any, lr: float) -> tup
 class FunctionalLoopClient(BaseClient):
     """Helpers of methods with their own local loop over the shared batches (Per-FedAvg, pFedMe)."""
 
+    def training_start(self, parameters: Weights, personalized: Weights) -> Weights:
+        """Local training starts from the received global model, not from the personalized one."""
+        return list(parameters)
+
     def params_of(self, weights: Weights) -> list[torch.Tensor]:
         """The parameter tensors of ``weights`` (state_dict order) in ``named_parameters`` order."""
         by_key = dict(zip(self.model.state_dict(), weights))

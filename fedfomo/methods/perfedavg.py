@@ -65,12 +65,8 @@ class PerFedAvgClient(FunctionalLoopClient):
         if len(self.data.train_y) == 0:
             return list(parameters), {}
         batch = self.train_batch(int(config.get("server_round", 0)))
-        theta, _ = gradient_step(self.params_of(list(parameters)), self.grad_fn(), batch,
-                                           float(self.hp["alpha"]))
+        theta, _ = gradient_step(self.params_of(list(parameters)), self.grad_fn(), batch, float(self.hp["alpha"]))
         return self.weights_of(theta, list(parameters)), {}
-
-    def training_start(self, parameters, personalized):  # noqa: D102
-        return list(parameters)
 
     def local_training(self, server_round, start):  # noqa: D102
         alpha = float(self.hp["alpha"])

@@ -114,9 +114,6 @@ class PFedMeClient(FunctionalLoopClient):
         theta, _ = self._solve(w, w, self.train_batch(int(config.get("server_round", 0))), self.grad_fn())
         return self.weights_of(theta, list(parameters)), {}
 
-    def training_start(self, parameters, personalized):  # noqa: D102
-        return list(parameters)
-
     def local_training(self, server_round, start):  # noqa: D102
         lam = float(self.hp["lambda"])
         eta = round_lr(float(self.hp["lr"]), self.s.lr_decay, server_round)
