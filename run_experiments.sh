@@ -27,10 +27,11 @@ sweep() {  # sweep NAME OVERRIDES...
 table1_mnist() { sweep table1_mnist dataset=mnist partition=pathological method=fedfomo,fedavg,local; }
 # Table 1, CIFAR-10, 15 clients, 100% participation, 20 rounds, E=5.
 table1_cifar10() { sweep table1_cifar10 dataset=cifar10 partition=pathological method=fedfomo,fedavg,local; }
-# Table 1, MNIST, 15 clients: every comparison method next to FedFomo, FedAvg and Local.
+# Table 1, MNIST, 15 clients: every comparison method next to FedFomo, FedAvg and Local
+# (METHODS picks a subset, e.g. METHODS=mocha,pfedhn).
 methods_mnist() {
   sweep methods_mnist dataset=mnist partition=pathological \
-    method=fedfomo,fedavg,local,fedprox,fedavg_data,lg_fedavg,fedper,perfedavg,pfedme
+    "method=${METHODS:-fedfomo,fedavg,local,fedprox,fedavg_data,lg_fedavg,fedper,perfedavg,pfedme,cfl,fedfomo_ma,mocha,pfedhn}"
 }
 # Table 1, MNIST, 100 clients, 10% participation, 100 rounds.
 table1_mnist_100() {
@@ -58,11 +59,26 @@ table3_cifar10_shuffled() {
 
 # Table 4, CIFAR-10, latent D=5, 15 clients: FedFomo and FedAvg with DP-SGD (Opacus), sigma 1 and 2
 # (sigma 0, the non-private baseline, is table2_cifar10_latent), delta 1e-5.
+# METHODS picks a subset (e.g. METHODS=fedavg TAG=spc1000_fedavg), SEEDS the seeds (default 0).
 table4_cifar10_latent_dp() {
   "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=5 \
-    method=fedfomo,fedavg dp.enabled=true dp.noise_multiplier=1,2 $SCALE \
+    "method=${METHODS:-fedfomo,fedavg}" "seed=${SEEDS:-0}" dp.enabled=true dp.noise_multiplier=1,2 $SCALE \
     "hydra.sweep.dir=results/table4_cifar10_latent_dp${TAG:+_$TAG}" \
     "hydra.sweep.subdir=\${method.name}_sigma\${dp.noise_multiplier}_s\${seed}"
+}
+
+# Table 6, CIFAR-10, latent D=5, 15 clients: FedFomo-MA (Appendix A.4, Eq. 14) without DP and with
+# DP-SGD at sigma 1 and 2, delta 1e-5 (FedFomo and FedAvg rows: table4_cifar10_latent_dp).
+table6_cifar10_latent_ma_dp() {
+  local dir="results/table6_cifar10_latent_ma_dp${TAG:+_$TAG}"
+  # shellcheck disable=SC2086
+  "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=5 \
+    method=fedfomo_ma "seed=${SEEDS:-0}" $SCALE "hydra.sweep.dir=$dir/nodp" \
+    "hydra.sweep.subdir=\${method.name}_sigma0_s\${seed}"
+  # shellcheck disable=SC2086
+  "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=5 \
+    method=fedfomo_ma "seed=${SEEDS:-0}" dp.enabled=true dp.noise_multiplier=1,2 $SCALE \
+    "hydra.sweep.dir=$dir/dp" "hydra.sweep.subdir=\${method.name}_sigma\${dp.noise_multiplier}_s\${seed}"
 }
 
 if [ $# -eq 0 ]; then

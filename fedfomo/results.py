@@ -95,11 +95,15 @@ class RunRecorder:
                  row["std_acc"], row["mean_train_loss"], wall_s)
         return row
 
+    def log_matrix(self, name: str, server_round: int, matrix: np.ndarray) -> None:
+        """Save a method's matrix after ``server_round`` as ``NAME/round_NNN.npy`` (e.g. MOCHA's Omega)."""
+        folder = self.out_dir / name
+        folder.mkdir(exist_ok=True)
+        np.save(folder / f"round_{server_round:03d}.npy", matrix)
+
     def log_affinity(self, server_round: int, affinity: np.ndarray) -> None:
         """Save FedFomo's P after ``server_round`` as ``affinity/round_NNN.npy``."""
-        folder = self.out_dir / "affinity"
-        folder.mkdir(exist_ok=True)
-        np.save(folder / f"round_{server_round:03d}.npy", affinity)
+        self.log_matrix("affinity", server_round, affinity)
 
     def log_clusters(self, server_round: int, clusters: list[list[int]]) -> None:
         """Record a clustering method's clusters after ``server_round`` in ``clusters.json`` (rewritten atomically)."""

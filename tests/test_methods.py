@@ -34,7 +34,8 @@ from fedfomo.training import round_lr
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
-NEW_METHODS = ("fedprox", "fedavg_data", "lg_fedavg", "fedper", "perfedavg", "pfedme", "fedfomo_ma", "cfl")
+NEW_METHODS = ("fedprox", "fedavg_data", "lg_fedavg", "fedper", "perfedavg", "pfedme", "fedfomo_ma", "cfl", "mocha",
+               "pfedhn")
 
 
 def _cfg(*overrides: str):
@@ -473,7 +474,7 @@ def test_method_runs_end_to_end(tmp_path, data_root, method):
     model = build_model("cnn_authors", (1, 28, 28), 10, 0)
     sizes = {k: v.numel() * 4 for k, v in model.state_dict().items()}
     full = 4 * sum(sizes.values()) / 2**20
-    if method == "lg_fedavg":  # only fc2 travels
+    if method in ("lg_fedavg", "mocha"):  # only fc2 travels
         assert upload_mb == pytest.approx(4 * (sizes["fc2.weight"] + sizes["fc2.bias"]) / 2**20)
     elif method == "fedper":  # everything but fc2 travels
         assert upload_mb == pytest.approx(full - 4 * (sizes["fc2.weight"] + sizes["fc2.bias"]) / 2**20)

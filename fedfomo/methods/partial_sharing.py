@@ -107,20 +107,30 @@ class PartialSharingStrategy(FedAvgStrategy):
         super().__init__(initial_weights=shared, **kwargs)
 
 
-def validate(cfg: DictConfig) -> None:
-    """``method.shared_layers``: a non-empty list of layer-name prefixes that leaves a layer on the client."""
-    key, value, model = "method.shared_layers", require(cfg, "method.shared_layers"), cfg.model
+def check_layer_prefixes(cfg: DictConfig, key: str, *, allow_all: bool = False) -> list[str]:
+    """``key``: a non-empty list of name prefixes of the model's layers; returns it.
+
+    Unless ``allow_all``, the prefixes must leave at least one layer out (on the client).
+    """
+    value, model = require(cfg, key), cfg.model
     keys = state_keys(model)
     layers = sorted({k.split(".")[0] for k in keys})
-    allowed = (f"a non-empty list of name prefixes of {model}'s layers ({', '.join(layers)}) "
-               f"that leaves at least one layer on the client")
+    allowed = f"a non-empty list of name prefixes of {model}'s layers ({', '.join(layers)})"
+    if not allow_all:
+        allowed += " that leaves at least one layer on the client"
     if not isinstance(value, (list, tuple, ListConfig)) or not value:
         raise ConfigError(f"{key}={value!r} is not supported; allowed: {allowed}")
     prefixes = list(value)
     if not all(isinstance(p, str) and p and any(k.startswith(p) for k in keys) for p in prefixes):
         raise ConfigError(f"{key}={prefixes!r} is not supported; allowed: {allowed}")
-    if all(any(k.startswith(p) for p in prefixes) for k in keys):
+    if not allow_all and all(any(k.startswith(p) for p in prefixes) for k in keys):
         raise ConfigError(f"{key}={prefixes!r} shares every layer; allowed: {allowed}")
+    return prefixes
+
+
+def validate(cfg: DictConfig) -> None:
+    """``method.shared_layers``: a non-empty list of layer-name prefixes that leaves a layer on the client."""
+    check_layer_prefixes(cfg, "method.shared_layers")
 
 
 def strategy_options(cfg: DictConfig) -> dict:
