@@ -186,12 +186,16 @@ class BaseClient(NumPyClient):
         t0 = time.perf_counter()
         test_loss, test_acc = self.loss_on(start, self.data.test_x, self.data.test_y)
         t1 = time.perf_counter()
-        set_weights(self.model, self.training_start(parameters, start))
+        begin = self.training_start(parameters, start)
+        set_weights(self.model, begin)
         train_loss = self.local_training(rnd, start)
         t2 = time.perf_counter()
-        upload = self.after_training(get_weights(self.model))
+        trained = get_weights(self.model)
+        diverged = not all(np.isfinite(w).all() for w in trained)
+        # a diverged round is discarded: the client keeps what it had, the server rejects the upload
+        upload = self.after_training(begin if diverged else trained)
         metrics.update(cid=self.cid, test_acc=test_acc, test_loss=test_loss, train_loss=train_loss,
-                       test_s=t1 - t0, train_s=t2 - t1, **self.round_metrics)
+                       test_s=t1 - t0, train_s=t2 - t1, diverged=int(diverged), **self.round_metrics)
         metrics.setdefault("eval_s", 0.0)
         metrics.setdefault("merge_s", 0.0)
         return upload, len(self.data.train_y), metrics

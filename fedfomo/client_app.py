@@ -9,17 +9,22 @@ process), answers the server's ``query`` with its partition id, and runs its met
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
+from pathlib import Path
 
+import numpy as np
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfomo.client import BaseClient
+from fedfomo.checkpoint import restore_client, save_client
 from fedfomo.experiment import Experiment, build_client, build_experiment
 from fedfomo.messages import reply_to, unpack_request
 from fedfomo.runconfig import config_yaml, experiment_config
 
 app = ClientApp()
+MARKER = "fedfomo_attempt"  # client state entry: the run attempt this state belongs to
+KINDS = {"train": 0, "evaluate": 1}
 
 
 def partition_of(node_config: dict, num_clients: int | None = None) -> int:
@@ -73,21 +78,55 @@ def query(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"config": ConfigRecord({"partition-id": pid})}), reply_to=msg)
 
 
-def _client(context: Context) -> BaseClient:
-    """The client of the run's method that this node serves, with its state."""
-    exp = _experiment_for(context)
-    return build_client(exp, partition_of(dict(context.node_config), int(exp.cfg.num_clients)), context.state)
+def state_dir(context: Context, config: dict) -> Path | None:
+    """Where this node keeps its state files: node_config ``state-dir``, else the run folder the server names."""
+    given = context.node_config.get("state-dir") or config.get("run_dir")
+    return Path(str(given)) if given else None
+
+
+def sync_state(context: Context, config: dict, cid: int) -> None:
+    """After a resume (``attempt`` > 1), load this client's state as of the server's checkpoint, once."""
+    attempt = int(config.get("attempt", 1))
+    marker = context.state.get(MARKER)
+    if attempt > 1 and (marker is None or int(marker["attempt"]) != attempt):  # type: ignore[index]
+        folder = state_dir(context, config)
+        if folder is not None:
+            restore_client(folder, cid, int(config.get("resume_round", 0)), context.state)
+    context.state[MARKER] = ConfigRecord({"attempt": attempt})
+
+
+def maybe_fail(cfg, cid: int, server_round: int, kind: str) -> None:
+    """Fault injection: raise with probability ``sim.fail_prob``, seeded by (seed, client, round, kind)."""
+    p = float(cfg.sim.get("fail_prob", 0.0) or 0.0)
+    if p > 0 and np.random.default_rng([int(cfg.seed), 3, cid, server_round, KINDS[kind]]).random() < p:
+        raise RuntimeError(f"injected failure (sim.fail_prob={p}) of client {cid} in {kind} round {server_round}")
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """One round of the method: personalize, test, train E epochs, upload."""
-    upload, n, metrics = _client(context).fit(*unpack_request(msg))
+    """One round of the method: personalize, test, train E epochs, upload; then save the client's state."""
+    exp = _experiment_for(context)
+    cid = partition_of(dict(context.node_config), int(exp.cfg.num_clients))
+    parameters, config = unpack_request(msg)
+    rnd = int(config["server_round"])
+    maybe_fail(exp.cfg, cid, rnd, "train")
+    sync_state(context, config, cid)
+    upload, n, metrics = build_client(exp, cid, context.state).fit(parameters, config)
+    folder = state_dir(context, config)
+    if folder is not None:
+        t0 = time.perf_counter()
+        save_client(folder, cid, rnd, context.state, checkpointed=rnd - 1)
+        metrics["state_save_s"] = time.perf_counter() - t0
     return reply_to(msg, upload, n, metrics)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Final evaluation: the model this client would keep, on its test set."""
-    _, n, metrics = _client(context).evaluate(*unpack_request(msg))
+    exp = _experiment_for(context)
+    cid = partition_of(dict(context.node_config), int(exp.cfg.num_clients))
+    parameters, config = unpack_request(msg)
+    maybe_fail(exp.cfg, cid, int(config["server_round"]), "evaluate")
+    sync_state(context, config, cid)
+    _, n, metrics = build_client(exp, cid, context.state).evaluate(parameters, config)
     return reply_to(msg, [], n, metrics)

@@ -93,10 +93,12 @@ def validate_config(cfg: DictConfig) -> None:
     check_float("sim.connect_timeout_s", cfg.sim.connect_timeout_s, 0.0, float("inf"), low_open=True)
     check_float("sim.round_timeout_s", cfg.sim.round_timeout_s, 0.0, float("inf"), low_open=True)
     check_int("sim.eval_chunk", cfg.sim.eval_chunk, 1)
+    check_float("sim.fail_prob", cfg.sim.get("fail_prob", 0.0), 0.0, 1.0)
     if cfg.sim.num_cpus is not None:
         check_int("sim.num_cpus", cfg.sim.num_cpus, 1)
     method.validate(cfg)
     _validate_dp(cfg, method)
+    _check_unknown_keys(cfg)
 
 
 def require(cfg: DictConfig, key: str) -> object:
@@ -167,3 +169,37 @@ def _validate_dp(cfg: DictConfig, method) -> None:
     if problems:
         raise ConfigError(f"dp.enabled=true but Opacus rejects model={cfg.model}: {problems[0]}; "
                           f"allowed: models without BatchNorm ({', '.join(MODELS)})")
+
+
+def _flat_keys(node: object, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [k for key, value in node.items() for k in _flat_keys(value, f"{prefix}{key}.")]
+    return [prefix[:-1]]
+
+
+def _check_unknown_keys(cfg: DictConfig) -> None:
+    """Every key must exist in ``conf/`` (config.yaml and the selected dataset/partition/method files).
+
+    Hydra's ``+key=value`` adds keys that nothing reads; such a key is refused with its name.
+    """
+    from fedfomo.runconfig import conf_dir
+
+    root = conf_dir()
+    reference = OmegaConf.load(root / "config.yaml")
+    reference.pop("defaults", None)
+    for group in ("dataset", "partition", "method"):
+        path = root / group / f"{cfg[group].name}.yaml"
+        if path.exists():
+            reference[group] = OmegaConf.load(path)
+    known = set(_flat_keys(OmegaConf.to_container(reference, resolve=False)))
+    given = _flat_keys(OmegaConf.to_container(cfg, resolve=False))
+    prefixes = {k.rsplit(".", 1)[0] for k in known if "." in k}
+    for key in given:
+        if key in known:
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        if parent in prefixes:
+            allowed = sorted(k.rsplit(".", 1)[-1] for k in known if k.rsplit(".", 1)[0] == parent)
+            raise ConfigError(f"{key} is not a setting of this run; allowed keys under {parent}: {', '.join(allowed)}")
+        top = sorted({k.split(".", 1)[0] for k in known})
+        raise ConfigError(f"{key} is not a setting of this run; allowed top-level keys: {', '.join(top)}")

@@ -92,11 +92,15 @@ def fomo_weights(
     """Eq. 3: ``w_n = (L(theta_i^(t-1)) - L(theta_n)) / ||theta_n - theta_i^(t-1)||``.
 
     A zero distance (a candidate identical to the baseline) is replaced by
-    :data:`DENOMINATOR_GUARD`; such a candidate's loss delta is 0, so its weight is 0.
+    :data:`DENOMINATOR_GUARD`; such a candidate's loss delta is 0, so its weight is 0. A
+    candidate whose validation loss is not finite (a diverged model) gets weight 0, so it is
+    neither merged nor credited in P; so does any weight that is not finite.
     """
     losses = np.asarray(candidate_losses, dtype=np.float64)
     dist = np.maximum(np.asarray(distances, dtype=np.float64), DENOMINATOR_GUARD)
-    return (baseline_loss - losses) / dist
+    with np.errstate(invalid="ignore", over="ignore"):
+        raw = (baseline_loss - losses) / dist
+    return np.where(np.isfinite(losses) & np.isfinite(raw), raw, 0.0)
 
 
 def normalized_weights(raw: np.ndarray) -> np.ndarray | None:

@@ -112,7 +112,8 @@ class Federation:
         """Start ``name args`` in its own process group, its output in ``logs/NAME.log``."""
         log = (self.logs / f"{name}.log").open("w")
         proc = subprocess.Popen([_executable(args[0]), *args[1:]], env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=die_with_parent)  # noqa: PLW1509 - the launcher runs no threads
         proc.log_path = self.logs / f"{name}.log"  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
@@ -133,6 +134,46 @@ class Federation:
             except subprocess.TimeoutExpired:
                 pass
         self.procs.clear()
+        kill_orphans(self.home)  # e.g. Ray's workers, in sessions of their own
+
+
+def die_with_parent() -> None:
+    """In a child before exec: receive SIGKILL when the parent dies (Linux ``prctl``; elsewhere nothing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_orphans(home: str | Path) -> int:
+    """SIGKILL every process left from an earlier launch whose ``FLWR_HOME`` was ``home``; returns how many."""
+    pids = processes_with_env("FLWR_HOME", str(home))
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return len(pids)
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """Ids of this user's processes whose environment has ``name=value`` (Linux ``/proc``; else none)."""
+    needle = f"{name}={value}".encode()
+    found = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -209,7 +250,9 @@ def flwr_run(fed: Federation, app: Path, run_config: Mapping[str, object],
     if federation_config:
         cmd += ["--federation-config", " ".join(f"{k}={_toml_value(v)}" for k, v in federation_config.items())]
     sys.stdout.flush()
-    return subprocess.run(cmd, env=fed.env, check=False).returncode
+    # its own session: Ctrl-C in the terminal reaches only this process, which stops everything itself
+    return subprocess.run(cmd, env=fed.env, check=False, start_new_session=True,
+                          preexec_fn=die_with_parent).returncode
 
 
 def simulation_config(cfg) -> dict[str, object]:
@@ -231,14 +274,39 @@ class RunFailedError(RuntimeError):
     """The federation ended without writing ``summary.json``."""
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while the run was going on."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
+
+
+def _last_error(out: Path) -> str | None:
+    """The ServerApp's last ``error:`` line in server.log, if any."""
+    try:
+        lines = (out / "server.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    errors = [line.split("error: ", 1)[1] for line in lines if "error: " in line]
+    return errors[-1] if errors else None
+
+
 def run_app(cfg, overrides: list[str], out_dir: str | Path, *, deployment: bool = False,
-            node_configs: list[str] | None = None) -> dict:
+            node_configs: list[str] | None = None, resume: bool = False) -> dict:
     """Check ``cfg``, then run the fedfomo app on a SuperLink started for it; return summary.json.
 
     Validates the configuration, makes ``dataset.root`` absolute (every process finds the same
     data), builds the experiment once (data and partition problems surface before any Flower
-    process starts), saves ``config.yaml``, starts a SuperLink (simulation runtime, or a
-    deployment one with one SuperNode per client), runs ``flwr run`` and stops every process.
+    process starts), claims the run folder (:func:`fedfomo.runs.claim`: a folder holding another
+    run is refused unless ``resume``), writes ``config.yaml`` and ``status.json``, starts a
+    SuperLink (simulation runtime, or a deployment one with one SuperNode per client), runs
+    ``flwr run`` and stops every process. SIGINT / SIGTERM stop the run: every Flower process is
+    ended, ``status.json`` says ``interrupted``, and :class:`Interrupted` propagates.
 
     Parameters
     ----------
@@ -253,11 +321,15 @@ def run_app(cfg, overrides: list[str], out_dir: str | Path, *, deployment: bool 
         A real deployment (SuperLink + SuperNodes) instead of the simulation runtime.
     node_configs : list of str, optional
         Each SuperNode's ``--node-config`` (deployment only; default ``partition-id=i num-partitions=N``).
+    resume : bool
+        Continue the run in ``out_dir`` from its last checkpoint (same configuration).
 
     Raises
     ------
-    ConfigError, DataNotFoundError
+    ConfigError, DataNotFoundError, RunFolderError
         Before any Flower process starts.
+    Interrupted
+        A signal stopped the run.
     RunFailedError
         When the run ended without a summary.
 
@@ -265,31 +337,55 @@ def run_app(cfg, overrides: list[str], out_dir: str | Path, *, deployment: bool 
     import json
 
     from fedfomo.config import validate_config
-    from fedfomo.experiment import build_experiment
+    from fedfomo.experiment import build_experiment, git_commit
     from fedfomo.runconfig import config_yaml, run_config_for
+    from fedfomo.runs import claim, now, read_status, resume_command, write_status
 
     validate_config(cfg)
     cfg = cfg.copy()
     cfg.dataset.root = str(Path(cfg.dataset.root).expanduser().resolve())
     build_experiment(cfg)
     out = Path(out_dir).resolve()
+    claim(out, resume=resume)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(config_yaml(cfg))
+    previous = read_status(out) if resume else None
+    if previous and previous.get("flower_home"):
+        kill_orphans(previous["flower_home"])  # a killed launcher's SuperLink, simulation and Ray processes
+    if not resume:
+        (out / "config.yaml").write_text(config_yaml(cfg))
+    write_status(out, status="running", round=int((previous or {}).get("round", 0)), num_rounds=int(cfg.num_rounds),
+                 started=now(), ended=None, attempt=int((previous or {}).get("attempt", 0)) + 1,
+                 git_commit=git_commit(), reason=None, overrides=list(overrides), resume_command=resume_command(out))
+    old_handlers = {sig: signal.signal(sig, _raise_interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
     work = temporary_workdir()
     fed = new_federation(work)
+    write_status(out, flower_home=str(fed.home))
+    code = None
     try:
         start_superlink(fed, simulation=not deployment)
         if deployment:
             start_supernodes(fed, int(cfg.num_clients), node_configs)
         code = flwr_run(fed, write_app(work / "app"), run_config_for(cfg, overrides, out),
                         None if deployment else simulation_config(cfg))
+    except Interrupted as stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        fed.stop()
+        write_status(out, status="interrupted", reason=f"{stop} received", ended=now())
+        raise
     finally:
         fed.stop()
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
     summary = out / "summary.json"
-    if not summary.exists():
+    status = read_status(out) or {}
+    if not summary.exists() or status.get("status") != "completed":
+        reason = _last_error(out) or f"flwr run exit code {code}"
+        write_status(out, status="failed", reason=reason, ended=now())
         tail = _log_tail(fed.logs / "superlink.log", 20)
-        raise RunFailedError(f"the run ended (flwr run exit code {code}) without {summary}; see {out / 'server.log'}"
-                             f" and the Flower process logs in {fed.logs}; SuperLink log tail:\n{tail}")
+        raise RunFailedError(f"the run ended (flwr run exit code {code}) without {summary}: {reason}; see "
+                             f"{out / 'server.log'} and the Flower process logs in {fed.logs}; "
+                             f"SuperLink log tail:\n{tail}")
     shutil.rmtree(work, ignore_errors=True)
     return json.loads(summary.read_text())
 

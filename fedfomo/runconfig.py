@@ -235,3 +235,56 @@ def run_dir(run_config: Mapping[str, object], cfg: DictConfig) -> Path:
 def config_yaml(cfg: DictConfig) -> str:
     """The resolved configuration as saved in a run folder's ``config.yaml``."""
     return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def _flat(cfg: DictConfig) -> dict[str, object]:
+    out: dict[str, object] = {}
+
+    def walk(node: object, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+    return out
+
+
+def resumed_config(run_dir: str | Path, extra: list[str]) -> tuple[DictConfig, list[str]]:
+    """The configuration and overrides of the run saved in ``run_dir``, for ``resume=RUN_DIR``.
+
+    ``extra`` overrides given beside ``resume=`` may repeat saved values but not change them.
+
+    Raises
+    ------
+    RunFolderError
+        No resumable run there (one line).
+    ConfigError
+        An ``extra`` override changes the saved configuration (names the key, both values).
+
+    """
+    from fedfomo.runs import RunFolderError, read_status
+
+    folder = Path(run_dir).expanduser().resolve()
+    status = read_status(folder)
+    saved = folder / "config.yaml"
+    if status is None or "overrides" not in status or not saved.exists():
+        raise RunFolderError(f"resume={folder}: no run to resume there (status.json with its overrides and "
+                             f"config.yaml are needed); start a new run with hydra.run.dir={folder}")
+    overrides = [o for o in status["overrides"] if _override_key(o) != "dataset.root"]
+    root = OmegaConf.create(saved.read_text()).dataset.root
+    overrides.append(f"dataset.root={root}")
+    cfg = compose(overrides)
+    if config_yaml(cfg) != saved.read_text():
+        raise ConfigError(f"resume={folder}: the saved overrides no longer compose the saved config.yaml "
+                          f"(the code's defaults changed); start a new run instead")
+    extra = [o for o in extra if not o.startswith("hydra.")]
+    if extra:
+        changed = _flat(compose(overrides + extra))
+        before = _flat(cfg)
+        for key in sorted(set(before) | set(changed)):
+            if before.get(key) != changed.get(key):
+                raise ConfigError(f"resume={folder} keeps the run's saved configuration: {key}={changed.get(key)!r} "
+                                  f"differs from the saved {key}={before.get(key)!r}; allowed: the saved value")
+    return cfg, overrides

@@ -18,6 +18,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
+from fedfomo import checkpoint
 from fedfomo.emd import DEFAULT_GROUND, partition_emd
 from fedfomo.experiment import (
     Experiment,
@@ -29,6 +30,7 @@ from fedfomo.experiment import (
 )
 from fedfomo.results import RunRecorder
 from fedfomo.runconfig import config_yaml
+from fedfomo.runs import atomic_write_text, now, read_status, resume_command, write_status
 
 log = logging.getLogger("fedfomo")
 
@@ -112,12 +114,6 @@ def _chunks(items: list[int], size: int) -> list[list[int]]:
     return [items[k:k + size] for k in range(0, len(items), size)]
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool = False) -> dict:
     """Run ``exp`` over ``grid`` and write every result file into ``out_dir``.
 
@@ -147,10 +143,10 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
     saved = out_dir / "config.yaml"
     if saved.exists() and saved.read_text() != text:
         raise RuntimeError(f"{saved} holds another configuration than this run's; use another run folder")
-    _write_text(saved, text)
+    atomic_write_text(saved, text)
     ds, splits = exp.dataset, exp.splits
     emd = partition_emd(ds.train_y.numpy(), splits, ds.num_classes)
-    _write_text(out_dir / "partition.json", json.dumps({"clients": partition_report(ds, splits), "emd": emd,
+    atomic_write_text(out_dir / "partition.json", json.dumps({"clients": partition_report(ds, splits), "emd": emd,
                                                          "emd_ground": DEFAULT_GROUND}))
     log.info("%s | %s | %s | %d clients | train %d val %d test %d images per client (mean) | results in %s",
              cfg.method.name, cfg.dataset.name, cfg.partition.name, cfg.num_clients,
@@ -161,14 +157,32 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         log.info("shared data: %d training images added to every client's train set", len(exp.shared_train))
     recorder = RunRecorder(out_dir, cfg.num_rounds, workers=_workers(cfg), progress=progress)
     strategy = build_strategy(cfg, initial_weights(exp), recorder)
+    if read_status(out_dir) is None:  # started by `flwr run` directly: nobody has marked the folder yet
+        write_status(out_dir, status="running", round=0, num_rounds=int(cfg.num_rounds), started=now(), ended=None,
+                     attempt=1, git_commit=commit, reason=None, resume_command=resume_command(out_dir))
+    attempt = int((read_status(out_dir) or {}).get("attempt", 1))
+    done = 0
+    if attempt > 1:  # a resume: continue after the last checkpointed round
+        saved = checkpoint.load_server(out_dir)
+        if saved is not None:
+            done, arrays, meta = saved
+            strategy.restore_state(arrays, meta)
+        recorder.resume(done)
+        log.info("resuming (attempt %d) after round %d of %d", attempt, done, cfg.num_rounds)
+    strategy.run_info = {"attempt": attempt, "resume_round": done, "run_dir": str(out_dir.resolve())}
     strategy.nodes = discover_partitions(grid, cfg.num_clients, float(cfg.sim.connect_timeout_s),
                                          simulation=is_simulation(grid))
     timeout = float(cfg.sim.round_timeout_s)
-    for rnd in range(1, cfg.num_rounds + 1):
+    checkpoint_s = []
+    for rnd in range(done + 1, cfg.num_rounds + 1):
         msgs = strategy.train_messages(rnd)
         replies = list(grid.send_and_receive(msgs, timeout=timeout))
         _check_complete(msgs, replies, f"round {rnd}", timeout)
         strategy.aggregate_train(rnd, replies)
+        t0 = time.perf_counter()
+        checkpoint.save_server(out_dir, rnd, *strategy.checkpoint_state())
+        checkpoint_s.append(time.perf_counter() - t0)
+        write_status(out_dir, round=rnd)
     # final evaluation in chunks: memory stays bounded whatever the population
     for chunk in _chunks(list(range(cfg.num_clients)), max(1, int(cfg.sim.eval_chunk))):
         msgs = strategy.evaluate_messages(chunk)
@@ -176,8 +190,12 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         _check_complete(msgs, replies, "final evaluation", timeout)
         strategy.aggregate_evaluate(cfg.num_rounds, replies)
     recorder.log_final_done()
-    facts = {**run_facts(cfg, emd), "wall_time_s": time.perf_counter() - start, "git_commit": commit}
-    return recorder.write_summary(facts)
+    facts = {**run_facts(cfg, emd), "wall_time_s": time.perf_counter() - start, "git_commit": commit,
+             "attempts": attempt,
+             "server_checkpoint_s_mean": float(np.mean(checkpoint_s)) if checkpoint_s else None}
+    summary = recorder.write_summary(facts)
+    write_status(out_dir, status="completed", ended=now(), reason=None)
+    return summary
 
 
 def _workers(cfg: DictConfig) -> int:

@@ -18,6 +18,7 @@ from fedfomo.data import DataNotFoundError
 from fedfomo.experiment import build_experiment
 from fedfomo.logs import setup_logging
 from fedfomo.runconfig import experiment_config, run_dir
+from fedfomo.runs import now, write_status
 from fedfomo.server import run_federation
 
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's FutureWarning on CPU-only runs
@@ -39,6 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     setup_logging(out / "server.log")
     try:
         run_federation(grid, exp, out, progress=bool(cfg.sim.progress))
-    except RuntimeError as err:  # missing nodes, a client's error, a timeout: one line, the run ends
+    except RuntimeError as err:  # missing nodes, every client failing, a timeout: one line, the run ends
         log.error("error: %s", err)
+        write_status(out, status="failed", reason=str(err).splitlines()[0], ended=now())
         sys.exit(1)

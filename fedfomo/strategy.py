@@ -70,6 +70,7 @@ class PersonalizedStrategy(Strategy):
         self.global_weights: Weights = list(initial_weights)
         self.recorder = recorder
         self.nodes: dict[int, int] = {}
+        self.run_info: dict[str, int | str] = {}  # sent with every message (resume attempt, run folder)
         self._round_start = 0.0
         self._download_bytes = 0
 
@@ -92,11 +93,28 @@ class PersonalizedStrategy(Strategy):
     def after_round(self, server_round: int) -> None:
         """Hook for per-round artefacts (e.g. FedFomo's P)."""
 
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything the strategy carries from one round to the next: (arrays, JSON-able values).
+
+        Default: the global model. A method with more state extends both this and
+        :meth:`restore_state` (:mod:`fedfomo.checkpoint` saves them without pickle).
+        """
+        from fedfomo.checkpoint import pack
+
+        return pack("global", self.global_weights), {}
+
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Inverse of :meth:`checkpoint_state`."""
+        from fedfomo.checkpoint import unpack
+
+        self.global_weights = unpack(arrays, "global")
+
     # -- messages ------------------------------------------------------------------------------
     def _message(self, cid: int, kind: str, server_round: int, weights: Weights, extra: dict) -> Message:
         if cid not in self.nodes:
             raise RuntimeError(f"no SuperNode serves partition {cid}; known partitions: {sorted(self.nodes)}")
-        return request(self.nodes[cid], kind, server_round, weights, {"server_round": server_round, **extra})
+        return request(self.nodes[cid], kind, server_round, weights,
+                       {"server_round": server_round, **self.run_info, **extra})
 
     def train_messages(self, server_round: int) -> list[Message]:
         """Sample this round's clients and build each its own download."""
@@ -128,18 +146,42 @@ class PersonalizedStrategy(Strategy):
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Aggregate the method's way and record the round; a client's error raises ``RuntimeError``."""
-        uploads = {}
+        """Aggregate the method's way and record the round.
+
+        A client whose fit raised is recorded as failed and left out; an upload with non-finite
+        weights (or flagged ``diverged`` by its client) is rejected: the method never sees it, so
+        whatever it kept of that client (its previous upload, its P row) stays as it was. Only a
+        round in which every client failed ends the run (``RuntimeError`` with the first error).
+        """
+        uploads: dict[int, Upload] = {}
+        rows, failed, errors = [], [], []
+        cid_of = {node: cid for cid, node in self.nodes.items()}
+        replies = list(replies)
         for reply in replies:
+            if reply.has_error():
+                cid = cid_of.get(int(reply.metadata.src_node_id), -1)
+                failed.append(cid)
+                errors.append(f"client {cid}: {reply.error.reason}")
+                log.warning("round %d | client %d failed: %s", server_round, cid, reply.error.reason)
+                continue
             up = unpack_reply(reply, f"round {server_round}")
-            uploads[up.cid] = up
-        new = self.aggregate(server_round, uploads)
-        if new is not None:
-            self.global_weights = new
+            if int(up.metrics.get("diverged", 0)) or not all(np.isfinite(w).all() for w in up.weights):
+                up.metrics["diverged"] = 1
+                log.warning("round %d | client %d diverged: upload rejected", server_round, up.cid)
+            else:
+                up.metrics["diverged"] = 0
+                uploads[up.cid] = up
+            rows.append(up.metrics)
+        if replies and len(failed) == len(replies):
+            raise RuntimeError(f"round {server_round}: every client failed; first: {errors[0]}")
+        if uploads:
+            new = self.aggregate(server_round, uploads)
+            if new is not None:
+                self.global_weights = new
         wall = time.perf_counter() - self._round_start
         upload_bytes = sum(sum(w.nbytes for w in u.weights) for u in uploads.values())
-        row = self.recorder.log_round(server_round, [u.metrics for u in uploads.values()], wall_s=wall,
-                                      download_mb=self._download_bytes / 2**20, upload_mb=upload_bytes / 2**20)
+        row = self.recorder.log_round(server_round, rows, wall_s=wall, download_mb=self._download_bytes / 2**20,
+                                      upload_mb=upload_bytes / 2**20, failed=failed)
         self.after_round(server_round)
         return None, MetricRecord({"mean_acc": row["mean_acc"], "wall_s": wall})
 
@@ -154,6 +196,11 @@ class PersonalizedStrategy(Strategy):
         """Record these clients' final personalized test accuracies."""
         acc = {}
         for reply in replies:
+            if reply.has_error():  # recorded as nan; the summary counts them
+                cid = {node: c for c, node in self.nodes.items()}.get(int(reply.metadata.src_node_id), -1)
+                log.warning("final evaluation | client %d failed: %s", cid, reply.error.reason)
+                acc[cid] = float("nan")
+                continue
             up = unpack_reply(reply, "final evaluation")
             acc[up.cid] = float(up.metrics["test_acc"])
         self.recorder.log_final(acc)

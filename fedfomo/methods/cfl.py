@@ -25,6 +25,7 @@ import logging
 import numpy as np
 from omegaconf import DictConfig
 
+from fedfomo.checkpoint import pack, unpack
 from fedfomo.config import ConfigError, check_bool, check_choice, check_float, check_int, require
 from fedfomo.messages import Upload
 from fedfomo.methods import Method
@@ -162,6 +163,17 @@ class CFLStrategy(PersonalizedStrategy):
 
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_clusters(server_round, self.clusters)
+
+    def checkpoint_state(self):  # noqa: D102
+        arrays, meta = super().checkpoint_state()
+        for k, model in enumerate(self.models):
+            arrays.update(pack(f"cluster/{k}", model))
+        return arrays, {**meta, "clusters": self.clusters}
+
+    def restore_state(self, arrays, meta):  # noqa: D102
+        super().restore_state(arrays, meta)
+        self.clusters = [list(map(int, c)) for c in meta["clusters"]]
+        self.models = [unpack(arrays, f"cluster/{k}") for k in range(len(self.clusters))]
 
 
 def validate(cfg: DictConfig) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fedfomo import fomo
+from fedfomo.checkpoint import pack, unpack
 from fedfomo.client import BaseClient
 from fedfomo.config import check_choice, check_float, check_int, require
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
@@ -111,6 +112,18 @@ class FedFomoStrategy(PersonalizedStrategy):
 
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_affinity(server_round, self.affinity)
+
+    def checkpoint_state(self):  # noqa: D102
+        arrays, meta = super().checkpoint_state()
+        arrays["affinity"] = self.affinity
+        for cid, weights in self.store.items():
+            arrays.update(pack(f"store/{cid}", weights))
+        return arrays, {**meta, "store": sorted(self.store)}
+
+    def restore_state(self, arrays, meta):  # noqa: D102
+        super().restore_state(arrays, meta)
+        self.affinity = np.array(arrays["affinity"])
+        self.store = {int(cid): unpack(arrays, f"store/{cid}") for cid in meta["store"]}
 
 
 def validate(cfg: DictConfig) -> None:

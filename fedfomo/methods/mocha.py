@@ -178,6 +178,14 @@ class MochaStrategy(PersonalizedStrategy):
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_matrix("omega", server_round, self.omega)
 
+    def checkpoint_state(self):  # noqa: D102
+        arrays, meta = super().checkpoint_state()
+        return {**arrays, "w": self.w, "omega": self.omega}, meta
+
+    def restore_state(self, arrays, meta):  # noqa: D102
+        super().restore_state(arrays, meta)
+        self.w, self.omega = np.array(arrays["w"]), np.array(arrays["omega"])
+
 
 def validate(cfg: DictConfig) -> None:
     """Check ``method.lam`` >= 0, ``omega_update``, ``min_eigenvalue`` in (0, 1] and ``layers``."""

@@ -141,6 +141,26 @@ class PFedHNStrategy(PersonalizedStrategy):
             self.optimizer.step()
         self.sent.clear()
 
+    def checkpoint_state(self):  # noqa: D102
+        arrays, meta = super().checkpoint_state()
+        for name, tensor in self.hnet.state_dict().items():
+            arrays[f"hnet/{name}"] = tensor.numpy()
+        buffers = []
+        for i, p in enumerate(self.hnet.parameters()):
+            buf = self.optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                arrays[f"momentum/{i}"] = buf.numpy()
+                buffers.append(i)
+        return arrays, {**meta, "momentum": buffers}
+
+    def restore_state(self, arrays, meta):  # noqa: D102
+        super().restore_state(arrays, meta)
+        self.hnet.load_state_dict({n: torch.from_numpy(np.array(arrays[f"hnet/{n}"]))
+                                   for n in self.hnet.state_dict()})
+        params = list(self.hnet.parameters())
+        for i in meta["momentum"]:
+            self.optimizer.state[params[i]]["momentum_buffer"] = torch.from_numpy(np.array(arrays[f"momentum/{i}"]))
+
 
 def embed_dim_of(cfg: DictConfig) -> int:
     """``method.embed_dim``, or the authors' ``1 + N / 4`` when it is null."""

@@ -1,0 +1,140 @@
+"""A run's folder: atomic writes, ``status.json``, and the rule "one run, one folder".
+
+Every result file is written through :func:`atomic_write_text` / :func:`atomic_write_bytes` /
+:func:`atomic_save_npy` (a temporary file in the same folder, then ``os.replace``), so a kill at
+any instant leaves either the old or the new version of a file, never half of one.
+
+``status.json`` says what the folder holds: ``status`` (``running``, ``completed``,
+``interrupted`` or ``failed``), ``reason`` (one line, for ``failed`` and ``interrupted``),
+``round`` (the last finished round), ``num_rounds``, ``started`` / ``ended`` (UTC, ISO 8601),
+``attempt`` (1, then +1 per resume), ``git_commit`` and ``resume_command``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+STATUS = "status.json"
+STATES = ("running", "completed", "interrupted", "failed")
+# what marks a folder as holding a run (Hydra's own .hydra/ and main.log do not)
+RUN_FILES = ("status.json", "config.yaml", "rounds.csv", "clients.csv", "summary.json", "partition.json",
+             "checkpoint", "affinity", "clusters.json", "omega", "server.log")
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used as asked; the message is one line."""
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601, seconds."""
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    """``np.save`` made atomic."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` (uncompressed) made atomic; loads with ``np.load(allow_pickle=False)``."""
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_status(folder: str | Path) -> dict | None:
+    """The folder's ``status.json``, or None when there is none (or it cannot be read)."""
+    try:
+        return json.loads((Path(folder) / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_status(folder: str | Path, **fields: object) -> dict:
+    """Update ``status.json`` with ``fields`` (atomically); returns the new content."""
+    status = read_status(folder) or {}
+    status.update(fields)
+    atomic_write_text(Path(folder) / STATUS, json.dumps(status, indent=2) + "\n")
+    return status
+
+
+def run_files(folder: str | Path) -> list[str]:
+    """The names of the files in ``folder`` that belong to a run."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.name in RUN_FILES)
+
+
+def resume_command(folder: str | Path) -> str:
+    """The command that continues the run in ``folder``."""
+    return f"python -m fedfomo.main resume={Path(folder).resolve()}"
+
+
+def claim(folder: str | Path, *, resume: bool) -> None:
+    """Check that a new run may start in ``folder`` (or, with ``resume``, that it holds one to continue).
+
+    Raises
+    ------
+    RunFolderError
+        One line naming the folder and the two ways out.
+
+    """
+    folder = Path(folder).resolve()
+    found = run_files(folder)
+    status = read_status(folder)
+    if resume:
+        if status is None or not (folder / "config.yaml").exists():
+            raise RunFolderError(f"resume={folder}: no run to resume there (no status.json and config.yaml); "
+                                 f"start a new run with hydra.run.dir={folder}")
+        if status.get("status") == "completed":
+            raise RunFolderError(f"resume={folder}: that run is already completed "
+                                 f"(round {status.get('round')}/{status.get('num_rounds')}); nothing to resume")
+        return
+    if found:
+        what = (f"a {status.get('status')} run (round {status.get('round')}/{status.get('num_rounds')})"
+                if status else f"another run's files ({', '.join(found)})")
+        raise RunFolderError(f"{folder} already holds {what}; use another folder (hydra.run.dir=NEW_FOLDER) "
+                             f"or continue it with resume={folder}")
+
+
+def discard_if_empty(folder: str | Path) -> None:
+    """Remove a folder that holds nothing of a run (Hydra's ``.hydra/`` and an empty ``main.log`` only)."""
+    folder = Path(folder)
+    if not folder.is_dir() or run_files(folder):
+        return
+    names = {p.name for p in folder.iterdir()}
+    log = folder / "main.log"
+    if names <= {".hydra", "main.log"} and (not log.exists() or log.stat().st_size == 0):
+        shutil.rmtree(folder, ignore_errors=True)
