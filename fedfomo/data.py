@@ -97,27 +97,49 @@ def _download(name: str, root: Path) -> None:
 
     cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10,
            "cifar100": torchvision.datasets.CIFAR100}[name]
-    for train in (True, False):
-        cls(str(root), train=train, download=True)
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except Exception as err:  # urllib, socket, checksum and extraction errors alike: one line
+        raise DataNotFoundError(
+            f"dataset {name!r}: dataset.download=true could not download it into {root} "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:100] if str(err) else ''}). Fix: download on a machine "
+            f"with internet access and set dataset.root=DIR (or ${DATA_ENV_VAR}=DIR) to the folder holding it, "
+            f"or restore it from a local copy") from err
+
+
+def _corrupt(path: Path, err: Exception) -> DataNotFoundError:
+    return DataNotFoundError(
+        f"{path} is corrupt or truncated ({type(err).__name__}: {str(err)[:80]}). Fix: delete it and add "
+        f"dataset.download=true to download it with torchvision, or set dataset.root=DIR (or ${DATA_ENV_VAR}=DIR) "
+        f"to a folder holding an intact copy")
 
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if not path.exists() else open
     real = path if path.exists() else Path(str(path) + ".gz")
-    with opener(real, "rb") as f:
-        data = f.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+    try:
+        with opener(real, "rb") as f:
+            data = f.read()
+        if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+            raise ValueError("not an IDX file of unsigned bytes")
+        ndim = data[3]
+        shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+    except (OSError, EOFError, ValueError, IndexError) as err:
+        raise _corrupt(real, err) from err
 
 
 def _read_cifar(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for p in paths:
-        with open(p, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        try:
+            with open(p, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+        except (OSError, EOFError, ValueError, KeyError, TypeError, pickle.UnpicklingError) as err:
+            raise _corrupt(p, err) from err
     return np.concatenate(xs), np.concatenate(ys)
 
 

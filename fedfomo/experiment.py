@@ -144,7 +144,22 @@ def partition_report(ds: ImageDataset, splits: list[ClientSplit]) -> list[dict]:
 
 
 def build_partition(cfg: DictConfig, ds: ImageDataset) -> list[ClientSplit]:
-    """The configured partition; impossible settings become a :class:`ConfigError`."""
+    """The configured partition; impossible settings become a :class:`ConfigError`.
+
+    A ``samples_per_client`` that caps no client (above every client's local data) is refused:
+    the run would be full scale while labelled scaled down.
+    """
+    splits = _partition(cfg, ds)
+    cap = cfg.samples_per_client
+    if cap is not None:
+        largest = max(len(s.train) + len(s.val) for s in splits)
+        if largest < cap:
+            raise ConfigError(f"samples_per_client={cap} is above what the split gives: the largest client holds "
+                              f"{largest} images; allowed: 2..{largest}, or null for the full data")
+    return splits
+
+
+def _partition(cfg: DictConfig, ds: ImageDataset) -> list[ClientSplit]:
     try:
         if cfg.partition.name == "latent":
             from fedfomo.embeddings import latent_splits

@@ -229,3 +229,74 @@ def test_injected_failures_are_reported_and_leave_store_and_p_untouched(data_roo
         assert not any(int(c["round"]) == r and int(c["cid"]) in ids for c in clients)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed_client_rounds"] == sum(len(v) for v in failed.values())
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+NUMERIC = ["optim.lr", "optim.lr_decay", "optim.momentum", "optim.weight_decay", "participation", "val_ratio",
+           "dp.noise_multiplier", "dp.max_grad_norm", "dp.delta", "sim.gpus_per_client", "sim.connect_timeout_s",
+           "sim.round_timeout_s", "sim.fail_prob", "method.epsilon", "method.epsilon_decay"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "-1", "1e9"])
+@pytest.mark.parametrize("key", NUMERIC)
+def test_non_finite_and_out_of_range_numbers_are_one_line(key, value):
+    from fedfomo.config import ConfigError, validate_config
+    from tests.test_methods import _cfg
+
+    finite_ok = {"optim.lr", "optim.weight_decay", "dp.noise_multiplier", "dp.max_grad_norm",
+                 "sim.connect_timeout_s", "sim.round_timeout_s"}  # no upper bound
+    if value == "1e9" and key in finite_ok:
+        return
+    with pytest.raises(ConfigError) as err:
+        validate_config(_cfg(f"{key}={value}"))
+    msg = str(err.value)
+    assert "\n" not in msg and key in msg
+
+
+@pytest.mark.parametrize(("override", "named"), [("+method.foo=1", "method.foo"), ("+fomo.num_models=3", "fomo"),
+                                                 ("+sim.speed=2", "sim.speed")])
+def test_unknown_keys_are_named(override, named):
+    from fedfomo.config import ConfigError, validate_config
+    from tests.test_methods import _cfg
+
+    with pytest.raises(ConfigError) as err:
+        validate_config(_cfg(override))
+    assert named in str(err.value) and "allowed" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize(("args", "says"), [
+    (["samples_per_client=100000"], "the largest client holds"),
+    (["num_clients=4"], "method.num_models=5 is out of range; allowed: 1..4"),
+    (["+method.foo=1"], "method.foo is not a setting"),
+    (["optim.lr=nan"], "optim.lr=nan must be a finite number"),
+])
+def test_cli_bad_input_exits_2_with_one_line_and_leaves_no_folder(data_root, tmp_path, args, says):
+    out = tmp_path / "run"
+    proc = _main("dataset=mnist", *args, f"dataset.root={data_root}", f"hydra.run.dir={out}", timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], proc.stderr[-2000:]
+    assert not out.exists()
+
+
+@pytest.mark.realdata
+def test_corrupt_data_file_is_named(data_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "MNIST", root / "MNIST")
+    bad = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    bad.write_bytes(bad.read_bytes()[:5000])
+    proc = _main("dataset=mnist", f"dataset.root={root}", f"hydra.run.dir={tmp_path / 'run'}", timeout=300)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()
+    assert len(line) == 1 and str(bad) in line[0] and "dataset.download=true" in line[0] and "dataset.root=" in line[0]
+
+
+def test_missing_data_names_the_file_and_both_ways(tmp_path):
+    proc = _main("dataset=mnist", f"dataset.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'run'}",
+                 timeout=300)
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()
+    assert len(line) == 1 and "train-images-idx3-ubyte" in line[0] and "dataset.download=true" in line[0]
