@@ -1,89 +1,109 @@
 #!/usr/bin/env bash
-# Reproduce the paper's experiments with the committed code. Results land in results/<name>/,
-# one folder per run (config.yaml, rounds.csv, clients.csv, summary.json, partition.json,
-# affinity/), and `python -m fedfomo.report results` prints the tables of the README.
+# Reproduce the paper's experiments with the committed code: one named experiment per table.
 #
-#   bash run_experiments.sh                  # everything below, full scale (hours on a CPU)
-#   bash run_experiments.sh table1_mnist     # one experiment
+#   bash run_experiments.sh --help                          # every experiment, its setting and CPU time
+#   bash run_experiments.sh table1_mnist                    # one experiment, full scale
 #   SCALE="samples_per_client=1000" TAG=spc1000 bash run_experiments.sh table1_cifar10   # scaled down
+#   bash run_experiments.sh all                             # everything (days on a 2-core CPU)
 #
-# Extra Hydra overrides for every run go into $SCALE (e.g. "num_rounds=5 samples_per_client=500");
-# $TAG is appended to the results folder name so that scaled-down runs never mix with full ones.
+# Results go to $OUT/<experiment>[_$TAG]/<run>/ (OUT defaults to runs/), never into the shipped
+# results/ folders. Each experiment is a queue (python -m fedfomo.queue): running the same command
+# again skips completed runs (status.json), resumes interrupted or failed ones from their
+# checkpoint, and starts the rest, so a queue stopped halfway picks up where it stopped.
+#   $SCALE   extra Hydra overrides for every run (e.g. "samples_per_client=500 num_rounds=5")
+#   $TAG     appended to the experiment's folder, so that scaled-down runs never mix with full ones
+#   $SEEDS   comma list of seeds (default 0,1,2: the paper reports mean +- std over three runs)
+#   $METHODS comma list of methods, where an experiment compares several
+#   $OUT     where the results go (default runs)
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
 SCALE=${SCALE:-}
 TAG=${TAG:-}
+SEEDS=${SEEDS:-0,1,2}
+OUT=${OUT:-runs}
+ALL_METHODS=fedfomo,fedavg,local,fedprox,fedavg_data,lg_fedavg,fedper,perfedavg,pfedme,cfl,fedfomo_ma,mocha,pfedhn
 
-sweep() {  # sweep NAME OVERRIDES...
-  local name=$1; shift
+queue() {  # queue NAME TEMPLATE OVERRIDES...
+  local name=$1 template=$2; shift 2
   # shellcheck disable=SC2086
-  "$PY" -m fedfomo.main --multirun "$@" $SCALE \
-    "hydra.sweep.dir=results/$name${TAG:+_$TAG}" "hydra.sweep.subdir=\${method.name}_s\${seed}"
+  "$PY" -m fedfomo.queue "$OUT/$name${TAG:+_$TAG}" "$template" "$@" "seed=$SEEDS" $SCALE
 }
 
-# Table 1, MNIST, 15 clients, 100% participation, 20 rounds, E=5.
-table1_mnist() { sweep table1_mnist dataset=mnist partition=pathological method=fedfomo,fedavg,local; }
-# Table 1, CIFAR-10, 15 clients, 100% participation, 20 rounds, E=5.
-table1_cifar10() { sweep table1_cifar10 dataset=cifar10 partition=pathological method=fedfomo,fedavg,local; }
-# Table 1, MNIST, 15 clients: every comparison method next to FedFomo, FedAvg and Local
-# (METHODS picks a subset, e.g. METHODS=mocha,pfedhn).
-methods_mnist() {
-  sweep methods_mnist dataset=mnist partition=pathological \
-    "method=${METHODS:-fedfomo,fedavg,local,fedprox,fedavg_data,lg_fedavg,fedper,perfedavg,pfedme,cfl,fedfomo_ma,mocha,pfedhn}"
+# name | setting | CPU time of one run on the 2-core development CPU (measured where a result exists)
+EXPERIMENTS=(
+  "table1_mnist|Table 1, MNIST pathological, 15 clients, 20 rounds, E=5: fedfomo, fedavg, local|~18 min per run full scale (measured)"
+  "table1_cifar10|Table 1, CIFAR-10 pathological, 15 clients: fedfomo, fedavg, local|~5 min at samples_per_client=1000 (measured); ~17 min full (estimated)"
+  "table1_mnist_100|Table 1, MNIST pathological, 100 clients, 10% participation, 100 rounds|~8 min per run full scale (measured)"
+  "methods_mnist|Table 1, MNIST pathological, 15 clients: every method (\$METHODS)|2-14 min per run at samples_per_client=500 (measured)"
+  "table2_cifar10_latent|Table 2, CIFAR-10 latent D=5 (VGG-11 clusters): fedfomo, fedavg, local|~5 min at samples_per_client=1000 (measured)"
+  "table2_cifar10_latent_all_d|Table 2, CIFAR-10 latent, D = 2, 3, 4, 5, 10: fedfomo, fedavg, local|~5 min per run at samples_per_client=1000 (estimated)"
+  "table3_cifar10_shuffled|Table 3, CIFAR-10 out-of-local-distribution targets, latent D=5|~5 min at samples_per_client=1000 (measured)"
+  "table4_cifar10_latent_dp|Table 4, CIFAR-10 latent D=5, DP-SGD sigma 1 and 2: fedfomo, fedavg|~15 min per run at samples_per_client=1000 (measured)"
+  "table6_cifar10_latent_ma_dp|Table 6, CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|~5 / ~15 min at samples_per_client=1000 (measured)"
+)
+
+usage() {
+  echo "usage: bash run_experiments.sh EXPERIMENT... | all | --help"
+  echo
+  echo "Experiments (results in \$OUT/EXPERIMENT[_\$TAG]/, OUT=$OUT; seeds \$SEEDS=$SEEDS):"
+  for e in "${EXPERIMENTS[@]}"; do
+    IFS='|' read -r name setting cost <<<"$e"
+    printf '  %-28s %s\n  %-28s CPU: %s\n' "$name" "$setting" "" "$cost"
+  done
+  echo
+  echo "Re-running an experiment continues it (completed runs are skipped, interrupted ones resumed)."
 }
-# Table 1, MNIST, 100 clients, 10% participation, 100 rounds.
+
+table1_mnist() { queue table1_mnist "{method}_s{seed}" dataset=mnist partition=pathological method=fedfomo,fedavg,local; }
+table1_cifar10() { queue table1_cifar10 "{method}_s{seed}" dataset=cifar10 partition=pathological method=fedfomo,fedavg,local; }
 table1_mnist_100() {
-  sweep table1_mnist_100 dataset=mnist partition=pathological method=fedfomo,fedavg,local \
+  queue table1_mnist_100 "{method}_s{seed}" dataset=mnist partition=pathological method=fedfomo,fedavg,local \
     num_clients=100 participation=0.1 num_rounds=100
 }
-
-# Table 2, CIFAR-10, latent-distribution non-IID with D=5, 15 clients (VGG-11 embedder; the cluster
-# assignments ship with the package, so no VGG-11 training is needed).
+methods_mnist() { queue methods_mnist "{method}_s{seed}" dataset=mnist partition=pathological "method=${METHODS:-$ALL_METHODS}"; }
+# Table 2 (and 3): the VGG-11 cluster assignments ship with the package, so no VGG-11 training is needed.
 table2_cifar10_latent() {
-  sweep table2_cifar10_latent dataset=cifar10 partition=latent partition.num_distributions=5 \
-    method=fedfomo,fedavg,local
+  queue table2_cifar10_latent "{method}_s{seed}" dataset=cifar10 partition=latent partition.num_distributions=5 \
+    "method=${METHODS:-fedfomo,fedavg,local}"
 }
-# Table 2, CIFAR-10, every D of the paper.
 table2_cifar10_latent_all_d() {
-  "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=2,3,4,5,10 \
-    method=fedfomo,fedavg,local $SCALE "hydra.sweep.dir=results/table2_cifar10_latent_all_d${TAG:+_$TAG}" \
-    "hydra.sweep.subdir=\${method.name}_D\${partition.num_distributions}_s\${seed}"
+  queue table2_cifar10_latent_all_d "{method}_D{partition_num_distributions}_s{seed}" dataset=cifar10 \
+    partition=latent partition.num_distributions=2,3,4,5,10 method=fedfomo,fedavg,local
 }
-# Table 3, CIFAR-10, out-of-local-distribution: latent D=5 split, (val, test) pairs shuffled among clients.
 table3_cifar10_shuffled() {
-  sweep table3_cifar10_shuffled dataset=cifar10 partition=latent partition.num_distributions=5 \
+  queue table3_cifar10_shuffled "{method}_s{seed}" dataset=cifar10 partition=latent partition.num_distributions=5 \
     partition.shuffle_targets=true method=fedfomo,fedavg,local
 }
-
-# Table 4, CIFAR-10, latent D=5, 15 clients: FedFomo and FedAvg with DP-SGD (Opacus), sigma 1 and 2
-# (sigma 0, the non-private baseline, is table2_cifar10_latent), delta 1e-5.
-# METHODS picks a subset (e.g. METHODS=fedavg TAG=spc1000_fedavg), SEEDS the seeds (default 0).
+# sigma 0 (no DP) is table2_cifar10_latent; delta 1e-5.
 table4_cifar10_latent_dp() {
-  "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=5 \
-    "method=${METHODS:-fedfomo,fedavg}" "seed=${SEEDS:-0}" dp.enabled=true dp.noise_multiplier=1,2 $SCALE \
-    "hydra.sweep.dir=results/table4_cifar10_latent_dp${TAG:+_$TAG}" \
-    "hydra.sweep.subdir=\${method.name}_sigma\${dp.noise_multiplier}_s\${seed}"
+  queue table4_cifar10_latent_dp "{method}_sigma{dp_noise_multiplier}_s{seed}" dataset=cifar10 partition=latent \
+    partition.num_distributions=5 "method=${METHODS:-fedfomo,fedavg}" dp.enabled=true dp.noise_multiplier=1,2
 }
-
-# Table 6, CIFAR-10, latent D=5, 15 clients: FedFomo-MA (Appendix A.4, Eq. 14) without DP and with
-# DP-SGD at sigma 1 and 2, delta 1e-5 (FedFomo and FedAvg rows: table4_cifar10_latent_dp).
 table6_cifar10_latent_ma_dp() {
-  local dir="results/table6_cifar10_latent_ma_dp${TAG:+_$TAG}"
-  # shellcheck disable=SC2086
-  "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=5 \
-    method=fedfomo_ma "seed=${SEEDS:-0}" $SCALE "hydra.sweep.dir=$dir/nodp" \
-    "hydra.sweep.subdir=\${method.name}_sigma0_s\${seed}"
-  # shellcheck disable=SC2086
-  "$PY" -m fedfomo.main --multirun dataset=cifar10 partition=latent partition.num_distributions=5 \
-    method=fedfomo_ma "seed=${SEEDS:-0}" dp.enabled=true dp.noise_multiplier=1,2 $SCALE \
-    "hydra.sweep.dir=$dir/dp" "hydra.sweep.subdir=\${method.name}_sigma\${dp.noise_multiplier}_s\${seed}"
+  queue table6_cifar10_latent_ma_dp "{method}_nodp_s{seed}" dataset=cifar10 partition=latent \
+    partition.num_distributions=5 method=fedfomo_ma
+  queue table6_cifar10_latent_ma_dp "{method}_sigma{dp_noise_multiplier}_s{seed}" dataset=cifar10 partition=latent \
+    partition.num_distributions=5 method=fedfomo_ma dp.enabled=true dp.noise_multiplier=1,2
 }
 
 if [ $# -eq 0 ]; then
-  set -- table1_mnist table1_cifar10 methods_mnist table1_mnist_100 table2_cifar10_latent table3_cifar10_shuffled
+  usage >&2
+  exit 2
 fi
+case "$1" in
+  -h|--help) usage; exit 0 ;;
+  all) set -- $(for e in "${EXPERIMENTS[@]}"; do echo "${e%%|*}"; done) ;;
+esac
 for exp in "$@"; do
-  "$exp"
+  if ! printf '%s\n' "${EXPERIMENTS[@]}" | grep -q "^$exp|"; then
+    echo "error: unknown experiment '$exp'; allowed: all, $(for e in "${EXPERIMENTS[@]}"; do printf '%s ' "${e%%|*}"; done)" >&2
+    exit 2
+  fi
 done
+status=0
+for exp in "$@"; do
+  "$exp" || { code=$?; [ "$code" -ge 128 ] && exit "$code"; status=1; }
+done
+exit "$status"

@@ -300,3 +300,41 @@ def test_missing_data_names_the_file_and_both_ways(tmp_path):
     assert proc.returncode == 2
     line = proc.stderr.strip().splitlines()
     assert len(line) == 1 and "train-images-idx3-ubyte" in line[0] and "dataset.download=true" in line[0]
+
+
+# -- the queue -------------------------------------------------------------------------------------------
+def test_queue_expands_sweeps_like_hydra_and_names_runs():
+    from fedfomo.queue import expand, run_name
+
+    jobs = expand(["dataset=cifar10", "method=fedfomo,fedavg", "seed=0,1", "method.shared_layers=[conv,fc1]"])
+    assert len(jobs) == 4 and jobs[0] == {"dataset": "cifar10", "method": "fedfomo", "seed": "0",
+                                          "method.shared_layers": "[conv,fc1]"}
+    assert [run_name("{method}_s{seed}", j) for j in jobs] == ["fedfomo_s0", "fedfomo_s1", "fedavg_s0", "fedavg_s1"]
+
+
+def test_queue_plans_from_status(tmp_path):
+    from fedfomo.queue import plan
+
+    assert plan(tmp_path / "new") == "start"
+    for status, action in (("completed", "skip"), ("interrupted", "resume"), ("failed", "resume"),
+                           ("running", "resume")):  # running, but no process of it is alive: resume
+        write_status(tmp_path / status, status=status, flower_home=str(tmp_path / "gone"))
+        assert plan(tmp_path / status) == action
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_run_experiments_usage_and_a_queue_that_continues(data_root, tmp_path):
+    script = ["bash", str(REPO / "run_experiments.sh")]
+    none = subprocess.run(script, capture_output=True, text=True, cwd=REPO)
+    assert none.returncode == 2 and "usage" in none.stderr
+    helped = subprocess.run([*script, "--help"], capture_output=True, text=True, cwd=REPO)
+    assert helped.returncode == 0 and "table4_cifar10_latent_dp" in helped.stdout and "CPU" in helped.stdout
+    env = {**os.environ, "OUT": str(tmp_path), "SEEDS": "0", "METHODS": "fedavg", "PYTHON": sys.executable,
+           "SCALE": f"num_clients=3 num_rounds=2 local_epochs=1 samples_per_client=100 dataset.root={data_root} "
+                    f"sim.progress=false"}
+    first = subprocess.run([*script, "methods_mnist"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert read_status(tmp_path / "methods_mnist" / "fedavg_s0")["status"] == "completed"
+    again = subprocess.run([*script, "methods_mnist"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert again.returncode == 0 and "fedavg_s0: skip" in again.stdout
