@@ -190,7 +190,7 @@ def test_signal_marks_interrupted_prints_resume_and_leaves_no_process(data_root,
 
 @pytest.mark.e2e
 @pytest.mark.realdata
-@pytest.mark.parametrize("method", ["fedfomo", "fedavg", "local", "pfedhn"])
+@pytest.mark.parametrize("method", ["fedfomo", "local"])
 def test_divergence_is_data_not_a_crash(data_root, tmp_path, method):
     out = tmp_path / method
     extra = ["method.num_models=3"] if method == "fedfomo" else []
@@ -202,7 +202,7 @@ def test_divergence_is_data_not_a_crash(data_root, tmp_path, method):
     rows = list(csv.DictReader((out / "clients.csv").open()))
     assert summary["rounds_completed"] == 3 and all(a is not None for a in summary["per_client_final_acc"])
     assert summary["diverged_uploads"] == sum(r["diverged"] == "1" for r in rows)
-    if method in ("fedavg", "local"):  # these diverge at lr 5 in round 1 (measured); the others may or may not
+    if method == "local":  # diverges at lr 5 in round 1 (measured); FedFomo may or may not
         assert summary["diverged_uploads"] > 0
     if method == "fedfomo":  # no diverged model ever entered P or got weight
         for r in range(1, 4):
