@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from fedfomo.config import ConfigError
-from fedfomo.data import DataNotFoundError
 from fedfomo.launch import run_app
 from fedfomo.runconfig import compose
 
@@ -50,20 +49,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="results folder (default: outputs/deploy/<dataset>_<partition>_<method>/<time>)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. dataset=mnist num_clients=3")
     args = parser.parse_args(argv)
+    from fedfomo.main import guarded
+
     try:
         cfg = compose(args.overrides)
-        out = args.run_dir or Path("outputs") / "deploy" / (
-            f"{cfg.dataset.name}_{cfg.partition.name}_{cfg.method.name}") / time.strftime("%Y-%m-%d_%H-%M-%S")
-        summary = deploy(args.overrides, out)
-    except (ConfigError, DataNotFoundError) as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: every Flower process of this deployment was stopped", file=sys.stderr)
-        return 130
-    print(f"final personalized test acc {summary['final_mean_acc']:.4f} +- {summary['final_std_acc']:.4f}; "
-          f"results in {out.resolve()}")
-    return 0
+    out = args.run_dir or Path("outputs") / "deploy" / (
+        f"{cfg.dataset.name}_{cfg.partition.name}_{cfg.method.name}") / time.strftime("%Y-%m-%d_%H-%M-%S")
+    result: dict = {}
+    code = guarded(lambda: result.update(deploy(args.overrides, out)), out)
+    if code == 0:
+        print(f"final personalized test acc {result['final_mean_acc']:.4f} +- {result['final_std_acc']:.4f}; "
+              f"results in {Path(out).resolve()}")
+    return code
 
 
 if __name__ == "__main__":
