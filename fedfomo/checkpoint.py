@@ -43,20 +43,40 @@ def unpack(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
 
 
 # -- server ---------------------------------------------------------------------------------------
-def save_server(run_dir: str | Path, server_round: int, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """Write the server's checkpoint after ``server_round`` (arrays, then JSON, then the pointer)."""
+def save_server(run_dir: str | Path, server_round: int, arrays: dict[str, np.ndarray], meta: dict,
+                blobs: dict[str, list[np.ndarray]] | None = None) -> None:
+    """Write the server's checkpoint after ``server_round`` (blobs, arrays, JSON, then the pointer).
+
+    ``blobs`` are large, immutable pieces of state named by content version (e.g. FedFomo's
+    ``store_17_r0005``: client 17's upload of round 5): each is written once, to
+    ``checkpoint/blobs/NAME.npz``, and kept while a checkpoint names it, so a round costs only
+    what changed in it, whatever the population.
+    """
     folder = Path(run_dir) / FOLDER
+    blobs = blobs or {}
+    for key, weights in blobs.items():
+        path = folder / "blobs" / f"{key}.npz"
+        if not path.exists():
+            atomic_save_npz(path, pack("w", weights))
     name = f"server_round_{server_round:04d}"
     atomic_save_npz(folder / f"{name}.npz", arrays)
-    atomic_write_text(folder / f"{name}.json", json.dumps({"round": server_round, "meta": meta}))
+    atomic_write_text(folder / f"{name}.json", json.dumps({"round": server_round, "meta": meta,
+                                                           "blobs": sorted(blobs)}))
     atomic_write_text(folder / "latest.json", json.dumps({"round": server_round, "name": name}))
     for old in folder.glob("server_round_*"):
         if not old.name.startswith(name):
             old.unlink(missing_ok=True)
+    if (folder / "blobs").is_dir():
+        for old in (folder / "blobs").glob("*.npz"):
+            if old.stem not in blobs:
+                old.unlink(missing_ok=True)
 
 
 def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] | None:
-    """``(round, arrays, meta)`` of the latest server checkpoint, or None when there is none."""
+    """``(round, arrays, meta)`` of the latest server checkpoint, or None when there is none.
+
+    Its blobs are in ``arrays`` too, blob ``NAME``'s weights under ``blob/NAME/0``, ``blob/NAME/1``, ...
+    """
     folder = Path(run_dir) / FOLDER
     try:
         latest = json.loads((folder / "latest.json").read_text())
@@ -64,8 +84,11 @@ def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] 
         return None
     with np.load(folder / f"{latest['name']}.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    meta = json.loads((folder / f"{latest['name']}.json").read_text())["meta"]
-    return int(latest["round"]), arrays, meta
+    saved = json.loads((folder / f"{latest['name']}.json").read_text())
+    for key in saved.get("blobs", []):
+        with np.load(folder / "blobs" / f"{key}.npz", allow_pickle=False) as z:
+            arrays.update(pack(f"blob/{key}", [z[f"w/{i}"] for i in range(len(z.files))]))
+    return int(latest["round"]), arrays, saved["meta"]
 
 
 # -- clients --------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def validate_config(cfg: DictConfig) -> None:
     check_float("sim.gpus_per_client", cfg.sim.gpus_per_client, 0.0, 1.0)
     check_float("sim.connect_timeout_s", cfg.sim.connect_timeout_s, 0.0, float("inf"), low_open=True)
     check_float("sim.round_timeout_s", cfg.sim.round_timeout_s, 0.0, float("inf"), low_open=True)
-    check_int("sim.eval_chunk", cfg.sim.eval_chunk, 1)
+    if cfg.sim.max_in_flight is not None:
+        check_int("sim.max_in_flight", cfg.sim.max_in_flight, 1)
     check_float("sim.fail_prob", cfg.sim.get("fail_prob", 0.0), 0.0, 1.0)
     if cfg.sim.num_cpus is not None:
         check_int("sim.num_cpus", cfg.sim.num_cpus, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,65 @@ def discover_partitions(grid: Grid, num_clients: int, timeout_s: float, poll_s: 
     return {p: n[0] for p, n in sorted(served.items())}
 
 
-def _chunks(items: list[int], size: int) -> list[list[int]]:
-    return [items[k:k + size] for k in range(0, len(items), size)]
+def send_windowed(grid: Grid, messages: Iterable[Message], window: int, timeout: float, where: str,
+                  poll_s: float = 0.02) -> list[Message]:
+    """Send ``messages`` keeping at most ``window`` of them in flight; return every reply.
+
+    Flower's ``send_and_receive`` pushes every message at once. Pushing them a few at a time
+    keeps only those few encoded in memory (a FedFomo download is M models), and keeps the
+    simulation engine fast: it scans every stored message for every node on each poll, a cost
+    that grows as nodes x messages in flight.
+
+    Parameters
+    ----------
+    grid : Grid
+        Flower's grid.
+    messages : iterable of Message
+        Taken (and so encoded) only when a slot in the window is free.
+    window : int
+        Most messages pushed and not yet answered.
+    timeout : float
+        Seconds allowed for all of them (``sim.round_timeout_s``).
+    where : str
+        Names the step in the error (e.g. ``"round 3"``).
+    poll_s : float
+        Interval between polls for replies.
+
+    Raises
+    ------
+    RuntimeError
+        One line when replies are missing after ``timeout``.
+
+    """
+    deadline = time.monotonic() + timeout
+    todo = iter(messages)
+    pending: set[str] = set()
+    replies: list[Message] = []
+    sent, exhausted = 0, False
+    while True:
+        while not exhausted and len(pending) < window:
+            msg = next(todo, None)
+            if msg is None:
+                exhausted = True
+                break
+            pending.update(grid.push_messages([msg]))
+            sent += 1
+        if exhausted and not pending:
+            return replies
+        got = list(grid.pull_messages(list(pending)))
+        replies.extend(got)
+        pending.difference_update(m.metadata.reply_to_message_id for m in got)
+        if not got:
+            if time.monotonic() > deadline:
+                unsent = sum(1 for _ in todo)
+                raise RuntimeError(f"{where}: {len(pending) + unsent} of {sent + unsent} clients did not reply "
+                                   f"within {timeout:.0f} s (sim.round_timeout_s)")
+            time.sleep(poll_s)
+
+
+def max_in_flight(cfg: DictConfig) -> int:
+    """``sim.max_in_flight``, or when null four messages per worker."""
+    return int(cfg.sim.max_in_flight or 4 * _workers(cfg))
 
 
 def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool = False) -> dict:
@@ -170,24 +228,24 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         recorder.resume(done)
         log.info("resuming (attempt %d) after round %d of %d", attempt, done, cfg.num_rounds)
     strategy.run_info = {"attempt": attempt, "resume_round": done, "run_dir": str(out_dir.resolve())}
+    strategy.work = {cid: len(s.train) for cid, s in enumerate(splits)}
     strategy.nodes = discover_partitions(grid, cfg.num_clients, float(cfg.sim.connect_timeout_s),
                                          simulation=is_simulation(grid))
     timeout = float(cfg.sim.round_timeout_s)
     checkpoint_s = []
+    window = max_in_flight(cfg)
     for rnd in range(done + 1, cfg.num_rounds + 1):
-        msgs = strategy.train_messages(rnd)
-        replies = list(grid.send_and_receive(msgs, timeout=timeout))
-        _check_complete(msgs, replies, f"round {rnd}", timeout)
+        replies = send_windowed(grid, strategy.train_messages(rnd), window, timeout, f"round {rnd}")
         strategy.aggregate_train(rnd, replies)
         t0 = time.perf_counter()
-        checkpoint.save_server(out_dir, rnd, *strategy.checkpoint_state())
+        checkpoint.save_server(out_dir, rnd, *strategy.checkpoint_state(), blobs=strategy.checkpoint_blobs())
         checkpoint_s.append(time.perf_counter() - t0)
         write_status(out_dir, round=rnd)
-    # final evaluation in chunks: memory stays bounded whatever the population
-    for chunk in _chunks(list(range(cfg.num_clients)), max(1, int(cfg.sim.eval_chunk))):
-        msgs = strategy.evaluate_messages(chunk)
-        replies = list(grid.send_and_receive(msgs, timeout=timeout))
-        _check_complete(msgs, replies, "final evaluation", timeout)
+    # final evaluation: every client, a window at a time, recorded as replies come (bounded memory)
+    step = max(100, window)
+    for start in range(0, cfg.num_clients, step):
+        chunk = range(start, min(cfg.num_clients, start + step))
+        replies = send_windowed(grid, strategy.evaluate_messages(chunk), window, timeout, "final evaluation")
         strategy.aggregate_evaluate(cfg.num_rounds, replies)
     recorder.log_final_done()
     facts = {**run_facts(cfg, emd), "wall_time_s": time.perf_counter() - start, "git_commit": commit,
@@ -203,9 +261,3 @@ def _workers(cfg: DictConfig) -> int:
 
     num_cpus = cfg.sim.num_cpus or os.cpu_count() or 1
     return min(cfg.num_clients, max(1, num_cpus // cfg.sim.cpus_per_client))
-
-
-def _check_complete(msgs: list[Message], replies: list[Message], where: str, timeout: float) -> None:
-    if len(replies) < len(msgs):
-        raise RuntimeError(f"{where}: {len(msgs) - len(replies)} of {len(msgs)} clients did not reply within "
-                           f"{timeout:.0f} s (sim.round_timeout_s)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -58,6 +58,8 @@ class PersonalizedStrategy(Strategy):
     nodes : dict of int to int
         Partition id (client id) -> node id of the SuperNode serving it; set by the round loop
         from what the clients report (:func:`fedfomo.server.discover_partitions`).
+    work : dict of int to int
+        Client id -> its number of training examples; messages are sent largest first.
 
     """
 
@@ -71,6 +73,7 @@ class PersonalizedStrategy(Strategy):
         self.recorder = recorder
         self.nodes: dict[int, int] = {}
         self.run_info: dict[str, int | str] = {}  # sent with every message (resume attempt, run folder)
+        self.work: dict[int, int] = {}  # client id -> local training examples (dispatch order, longest first)
         self._round_start = 0.0
         self._download_bytes = 0
 
@@ -103,8 +106,12 @@ class PersonalizedStrategy(Strategy):
 
         return pack("global", self.global_weights), {}
 
+    def checkpoint_blobs(self) -> dict[str, Weights]:
+        """Large state saved apart, once per version (see :func:`fedfomo.checkpoint.save_server`); default none."""
+        return {}
+
     def restore_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Inverse of :meth:`checkpoint_state`."""
+        """Inverse of :meth:`checkpoint_state` (blobs are in ``arrays`` under ``blob/NAME``)."""
         from fedfomo.checkpoint import unpack
 
         self.global_weights = unpack(arrays, "global")
@@ -116,24 +123,39 @@ class PersonalizedStrategy(Strategy):
         return request(self.nodes[cid], kind, server_round, weights,
                        {"server_round": server_round, **self.run_info, **extra})
 
-    def train_messages(self, server_round: int) -> list[Message]:
-        """Sample this round's clients and build each its own download."""
+    def dispatch_order(self, cids: list[int]) -> list[int]:
+        """``cids`` in the order their messages are sent: most local work first (:attr:`work`), ties by id.
+
+        Downloads are computed in client-id order whatever this order is (a method may draw from
+        one random stream per round), so the dispatch order changes no result; sending the
+        longest jobs first keeps workers from idling at the end of a round.
+        """
+        return sorted(cids, key=lambda c: (-self.work.get(c, 0), c))
+
+    def train_messages(self, server_round: int) -> Iterator[Message]:
+        """Sample this round's clients, compute each its own download, and yield their messages.
+
+        Downloads are computed (in client-id order) before the first message is yielded; each
+        message is encoded only when it is taken, so a caller that sends a few at a time
+        (:func:`fedfomo.server.send_windowed`) holds only those few encoded at once.
+        """
         self._round_start = time.perf_counter()
         self._download_bytes = 0
-        out = []
+        planned = {}
         for cid in sample_clients(self.num_clients, self.participation, server_round, self.seed):
-            weights, extra = self.download(cid, server_round)
-            self._download_bytes += sum(w.nbytes for w in weights)
-            out.append(self._message(cid, "train", server_round, weights, extra))
-        return out
+            planned[cid] = self.download(cid, server_round)
+            self._download_bytes += sum(w.nbytes for w in planned[cid][0])
+        return self._encode(planned, "train", server_round)
 
-    def evaluate_messages(self, cids: Iterable[int]) -> list[Message]:
-        """Final-evaluation messages for ``cids`` (each gets what it would download now)."""
-        out = []
-        for cid in cids:
-            weights, extra = self.final_download(cid)
-            out.append(self._message(cid, "evaluate", self.num_rounds + 1, weights, extra))
-        return out
+    def evaluate_messages(self, cids: Iterable[int]) -> Iterator[Message]:
+        """Final-evaluation messages for ``cids`` (each gets what it would download now), encoded lazily."""
+        planned = {cid: self.final_download(cid) for cid in cids}
+        return self._encode(planned, "evaluate", self.num_rounds + 1)
+
+    def _encode(self, planned: dict[int, tuple[Weights, dict]], kind: str, server_round: int) -> Iterator[Message]:
+        for cid in self.dispatch_order(list(planned)):
+            weights, extra = planned.pop(cid)
+            yield self._message(cid, kind, server_round, weights, extra)
 
     # -- Flower Strategy API -------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -190,7 +212,7 @@ class PersonalizedStrategy(Strategy):
         """Only after the last round: every client evaluates the model it would keep."""
         if server_round != self.num_rounds:
             return []
-        return self.evaluate_messages(range(self.num_clients))
+        return list(self.evaluate_messages(range(self.num_clients)))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         """Record these clients' final personalized test accuracies."""

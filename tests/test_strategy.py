@@ -73,13 +73,13 @@ def server_identity():
 def test_train_messages_go_to_the_node_serving_each_partition(tmp_path, server_identity):
     st = _strategy(tmp_path)
     st.nodes = {0: 900, 1: 901, 2: 902, 3: 903}
-    msgs = st.train_messages(1)
+    msgs = list(st.train_messages(1))
     assert [m.metadata.dst_node_id for m in msgs] == [900, 901, 902, 903]
     assert all(m.metadata.message_type == "train" for m in msgs)
     weights, config = unpack_request(msgs[0])
     assert config == {"server_round": 1, "candidate_ids": ""}
     assert len(weights) == 2 and all(np.array_equal(a, b) for a, b in zip(weights, st.global_weights))
-    ev = st.evaluate_messages([2])
+    ev = list(st.evaluate_messages([2]))
     assert ev[0].metadata.dst_node_id == 902 and unpack_request(ev[0])[1]["server_round"] == 6
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fedfomo import fomo
-from fedfomo.checkpoint import pack, unpack
+from fedfomo.checkpoint import unpack
 from fedfomo.client import BaseClient
 from fedfomo.config import check_choice, check_float, check_int, require
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
@@ -83,6 +83,7 @@ class FedFomoStrategy(PersonalizedStrategy):
         self.epsilon = epsilon
         self.epsilon_decay = epsilon_decay
         self.store: dict[int, Weights] = {}
+        self.store_round: dict[int, int] = {}  # round of each stored upload (names its checkpoint blob)
         self.affinity = np.eye(self.num_clients)
         self._rng_round = -1
         self._rng = np.random.default_rng(self.seed)
@@ -109,6 +110,7 @@ class FedFomoStrategy(PersonalizedStrategy):
                 self.affinity = fomo.update_affinity(self.affinity, cid, ids, decode_floats(str(metrics["weights"])))
         for cid, up in uploads.items():
             self.store[cid] = up.weights
+            self.store_round[cid] = server_round
 
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_affinity(server_round, self.affinity)
@@ -116,14 +118,20 @@ class FedFomoStrategy(PersonalizedStrategy):
     def checkpoint_state(self):  # noqa: D102
         arrays, meta = super().checkpoint_state()
         arrays["affinity"] = self.affinity
-        for cid, weights in self.store.items():
-            arrays.update(pack(f"store/{cid}", weights))
-        return arrays, {**meta, "store": sorted(self.store)}
+        return arrays, {**meta, "store_round": {str(c): r for c, r in sorted(self.store_round.items())}}
+
+    def checkpoint_blobs(self):  # noqa: D102
+        return {f"store_{c}_r{r:04d}": self.store[c] for c, r in self.store_round.items()}
 
     def restore_state(self, arrays, meta):  # noqa: D102
         super().restore_state(arrays, meta)
         self.affinity = np.array(arrays["affinity"])
-        self.store = {int(cid): unpack(arrays, f"store/{cid}") for cid in meta["store"]}
+        if "store" in meta:  # checkpoints written before the store moved to blobs
+            self.store = {int(cid): unpack(arrays, f"store/{cid}") for cid in meta["store"]}
+            self.store_round = dict.fromkeys(self.store, 0)
+            return
+        self.store_round = {int(c): int(r) for c, r in meta["store_round"].items()}
+        self.store = {c: unpack(arrays, f"blob/store_{c}_r{r:04d}") for c, r in self.store_round.items()}
 
 
 def validate(cfg: DictConfig) -> None:
