@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from fedfomo.data import load_dataset, normalize
 from fedfomo.models import build_model
 from fedfomo.partition import make_partition
+from fedfomo.strategy import sample_clients
 
 
 def _client(job: dict) -> float:
@@ -32,13 +33,13 @@ def _client(job: dict) -> float:
     baseline, candidates = make(0), [make(k + 1) for k in range(job["num_models"])]
     losses = []
     with torch.no_grad():
-        for m in [baseline, *candidates]:
+        for m in ([baseline, *candidates] if candidates else []):
             m.eval()
             total = 0.0
             for k in range(0, len(job["val_y"]), 1000):
                 total += float(F.cross_entropy(m(job["val_x"][k:k + 1000]), job["val_y"][k:k + 1000], reduction="sum"))
             losses.append(total / len(job["val_y"]))
-        w = np.maximum(losses[0] - np.array(losses[1:]), 0.0)
+        w = np.maximum(losses[0] - np.array(losses[1:]), 0.0) if losses else np.zeros(0)
         w = w / w.sum() if w.sum() > 0 else np.zeros_like(w)
         for p, *cs in zip(baseline.parameters(), *(c.parameters() for c in candidates)):
             p.add_(sum(float(wk) * (c - p) for wk, c in zip(w, cs)))
@@ -62,10 +63,14 @@ def _client(job: dict) -> float:
 def jobs_for(args: argparse.Namespace) -> list[dict]:
     """Every client's tensors, normalized once, and its settings."""
     ds = load_dataset(args.dataset, args.data_root)
+    chosen = sample_clients(args.clients, getattr(args, "participation", 1.0), 2, 0)  # round 2's clients
     splits = make_partition(ds.train_y.numpy(), ds.test_y.numpy(), kind="pathological", num_clients=args.clients,
                             val_ratio=0.2, seed=0, classes_per_client=2, samples_per_client=args.samples_per_client)
     jobs = []
     for cid, s in enumerate(splits):
+        if cid not in chosen:
+            continue
+
         def part(x, idx):
             return normalize(x[torch.as_tensor(idx)], ds.mean, ds.std)
         jobs.append({"cid": cid, "model": args.model, "shape": ds.image_shape, "classes": ds.num_classes,
@@ -76,8 +81,8 @@ def jobs_for(args: argparse.Namespace) -> list[dict]:
     return jobs
 
 
-def floor_round(args: argparse.Namespace) -> tuple[float, float]:
-    """(wall seconds of one round on ``args.workers`` processes, summed client seconds)."""
+def floor_round(args: argparse.Namespace) -> tuple[float, float, int]:
+    """(wall seconds of one round on ``args.workers`` processes, summed client seconds, clients in it)."""
     jobs = jobs_for(args)
     jobs.sort(key=lambda j: -len(j["train_y"]))  # longest first: the pool's greedy dealing balances them
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # import what SGD imports (torch._dynamo) once,
@@ -87,22 +92,26 @@ def floor_round(args: argparse.Namespace) -> tuple[float, float]:
         t0 = time.perf_counter()
         times = pool.map(_client, jobs, chunksize=1)
         wall = time.perf_counter() - t0
-    return wall, float(sum(times))
+    return wall, float(sum(times)), len(jobs)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The floor's settings (those of the harness's defaults for the issue's benchmark)."""
+def parser(multi: bool = False) -> argparse.ArgumentParser:
+    """The floor's settings (those of the harness's defaults for the issue's benchmark).
+
+    ``multi``: ``--clients`` and ``--num-models`` take several values (a sweep, :mod:`round_time`).
+    """
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="mnist")
     p.add_argument("--data-root", default=None)
     p.add_argument("--model", default="cnn_mcmahan")
-    p.add_argument("--clients", type=int, default=15)
-    p.add_argument("--num-models", type=int, default=5)
+    p.add_argument("--clients", type=int, nargs="+" if multi else None, default=[15] if multi else 15)
+    p.add_argument("--num-models", type=int, nargs="+" if multi else None, default=[5] if multi else 5)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--samples-per-client", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--participation", type=float, default=1.0)
     return p
 
 
@@ -111,5 +120,5 @@ if __name__ == "__main__":
     if a.num_models > a.clients:
         raise SystemExit(f"error: --num-models={a.num_models} is larger than --clients={a.clients}; "
                          f"allowed: 1..{a.clients}")
-    wall, busy = floor_round(a)
+    wall, busy, _ = floor_round(a)
     print(f"floor round: {wall:.2f} s wall, {busy:.2f} s of client work, {a.workers} workers")

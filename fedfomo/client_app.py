@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -102,6 +103,12 @@ def maybe_fail(cfg, cid: int, server_round: int, kind: str) -> None:
         raise RuntimeError(f"injected failure (sim.fail_prob={p}) of client {cid} in {kind} round {server_round}")
 
 
+def _precision(cfg) -> torch.autocast:
+    """bfloat16 autocast of every pass when ``sim.bf16`` (checked supported before the run), else a no-op."""
+    device = "cuda" if float(cfg.sim.gpus_per_client) > 0 and torch.cuda.is_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=bool(cfg.sim.get("bf16", False)))
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of the method: personalize, test, train E epochs, upload; then save the client's state."""
@@ -111,7 +118,8 @@ def train(msg: Message, context: Context) -> Message:
     rnd = int(config["server_round"])
     maybe_fail(exp.cfg, cid, rnd, "train")
     sync_state(context, config, cid)
-    upload, n, metrics = build_client(exp, cid, context.state).fit(parameters, config)
+    with _precision(exp.cfg):
+        upload, n, metrics = build_client(exp, cid, context.state).fit(parameters, config)
     folder = state_dir(context, config)
     if folder is not None:
         t0 = time.perf_counter()
@@ -128,5 +136,6 @@ def evaluate(msg: Message, context: Context) -> Message:
     parameters, config = unpack_request(msg)
     maybe_fail(exp.cfg, cid, int(config["server_round"]), "evaluate")
     sync_state(context, config, cid)
-    _, n, metrics = build_client(exp, cid, context.state).evaluate(parameters, config)
+    with _precision(exp.cfg):
+        _, n, metrics = build_client(exp, cid, context.state).evaluate(parameters, config)
     return reply_to(msg, [], n, metrics)

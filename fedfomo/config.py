@@ -92,6 +92,7 @@ def validate_config(cfg: DictConfig) -> None:
     check_float("sim.gpus_per_client", cfg.sim.gpus_per_client, 0.0, 1.0)
     check_float("sim.connect_timeout_s", cfg.sim.connect_timeout_s, 0.0, float("inf"), low_open=True)
     check_float("sim.round_timeout_s", cfg.sim.round_timeout_s, 0.0, float("inf"), low_open=True)
+    check_bf16(bool(cfg.sim.get("bf16", False)), float(cfg.sim.gpus_per_client))
     if cfg.sim.max_in_flight is not None:
         check_int("sim.max_in_flight", cfg.sim.max_in_flight, 1)
     check_float("sim.fail_prob", cfg.sim.get("fail_prob", 0.0), 0.0, 1.0)
@@ -100,6 +101,24 @@ def validate_config(cfg: DictConfig) -> None:
     method.validate(cfg)
     _validate_dp(cfg, method)
     _check_unknown_keys(cfg)
+
+
+def bf16_supported(gpu: bool = False) -> bool:
+    """Whether this machine runs bfloat16 natively: a CUDA GPU with it, or a CPU with avx512_bf16/AMX."""
+    import torch
+
+    if gpu and torch.cuda.is_available():
+        return bool(torch.cuda.is_bf16_supported())
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_bf16(enabled: bool, gpus_per_client: float = 0.0) -> None:
+    """``sim.bf16=true`` on hardware without native bfloat16 is a one-line :class:`ConfigError`."""
+    if enabled and not bf16_supported(gpus_per_client > 0):
+        import torch
+
+        raise ConfigError(f"sim.bf16=true needs native bfloat16 (a CPU with avx512_bf16 or AMX, or a CUDA GPU); "
+                          f"this {torch.backends.cpu.get_cpu_capability()} CPU has none; allowed here: false")
 
 
 def require(cfg: DictConfig, key: str) -> object:

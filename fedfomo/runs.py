@@ -68,9 +68,18 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
 
 def atomic_save_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     """``np.savez`` (uncompressed) made atomic; loads with ``np.load(allow_pickle=False)``."""
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    atomic_write_bytes(path, buf.getvalue())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:  # straight into the file: no copy of the arrays in memory
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_status(folder: str | Path) -> dict | None:
