@@ -248,8 +248,8 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         write_status(out_dir, round=rnd)
     # final evaluation: every client, a window at a time, recorded as replies come (bounded memory)
     step = max(100, window)
-    for start in range(0, cfg.num_clients, step):
-        chunk = range(start, min(cfg.num_clients, start + step))
+    for first in range(0, cfg.num_clients, step):
+        chunk = range(first, min(cfg.num_clients, first + step))
         replies = send_windowed(grid, strategy.evaluate_messages(chunk), window, timeout, "final evaluation")
         strategy.aggregate_evaluate(cfg.num_rounds, replies)
     recorder.log_final_done()
