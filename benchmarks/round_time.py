@@ -115,9 +115,8 @@ def check(args) -> None:
     """Settings that cannot run end here with one line."""
     for n in args.clients:
         for m in args.num_models:
-            if args.method in FOMO and m >= n:
-                raise SystemExit(f"error: --num-models={m} needs more than {m} clients, --clients={n}; "
-                                 f"allowed: 1..{n - 1}")
+            if args.method in FOMO and not 1 <= m <= n:
+                raise SystemExit(f"error: --num-models={m} is more than --clients={n} can offer; allowed: 1..{n}")
     if any("sim.bf16=true" in s for s in args.set):
         from fedfomo.config import ConfigError, check_bf16
 
