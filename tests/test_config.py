@@ -87,3 +87,16 @@ def test_cli_missing_data_says_where_and_how(tmp_path):
     err = proc.stderr.strip()
     assert err.count("\n") == 0
     assert str(tmp_path / "nodata") in err and "dataset.download=true" in err and "dataset.root" in err
+
+
+def test_bf16_is_refused_in_one_line_where_the_hardware_lacks_it():
+    from fedfomo.config import ConfigError, bf16_supported, check_bf16
+
+    check_bf16(False)  # off: never an error
+    if bf16_supported():
+        check_bf16(True)
+    else:
+        with pytest.raises(ConfigError) as err:
+            check_bf16(True)
+        assert "sim.bf16=true" in str(err.value) and "allowed here: false" in str(err.value)
+        assert "\n" not in str(err.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -102,3 +104,94 @@ def test_fedfomo_partial_participation_store_and_candidates(tmp_path):
     ids = decode_ids(cfg["candidate_ids"])
     assert ids[0] == 1 and set(ids) <= {0, 1, 2} and len(ids) == 3
     assert float(split_models(w, 2)[0][1][0]) == 11.0  # its own latest upload, from round 1
+
+
+# -- issue 12: windowed sending, dispatch order, incremental store checkpoints ---------------------
+class _FakeGrid:
+    """A grid that answers every pushed message after ``delay`` polls and tracks messages in flight."""
+
+    def __init__(self, delay: int = 2):
+        self.delay, self.in_flight, self.max_in_flight, self.pushed = delay, {}, 0, []
+
+    def push_messages(self, messages):
+        ids = []
+        for m in messages:
+            mid = f"m{len(self.pushed)}"
+            self.pushed.append(m)
+            self.in_flight[mid] = self.delay
+            ids.append(mid)
+        self.max_in_flight = max(self.max_in_flight, len(self.in_flight))
+        return ids
+
+    def pull_messages(self, ids):
+        out = []
+        for mid in list(ids):
+            if mid in self.in_flight:
+                self.in_flight[mid] -= 1
+                if self.in_flight[mid] <= 0:
+                    del self.in_flight[mid]
+                    out.append(SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=mid)))
+        return out
+
+
+def test_send_windowed_keeps_at_most_window_in_flight_and_returns_every_reply():
+    from fedfomo.server import send_windowed
+
+    taken = []
+
+    def messages():
+        for k in range(10):
+            taken.append(k)
+            yield k
+
+    grid = _FakeGrid()
+    replies = send_windowed(grid, messages(), window=3, timeout=10, where="round 1", poll_s=0)
+    assert len(replies) == 10 and grid.pushed == list(range(10)) and grid.max_in_flight == 3
+
+
+def test_send_windowed_timeout_is_one_line_naming_the_setting():
+    from fedfomo.server import send_windowed
+
+    grid = _FakeGrid(delay=10**9)
+    with pytest.raises(RuntimeError) as err:
+        send_windowed(grid, iter(range(5)), window=2, timeout=0.05, where="round 4", poll_s=0.01)
+    assert str(err.value) == "round 4: 5 of 5 clients did not reply within 0 s (sim.round_timeout_s)"
+
+
+def test_dispatch_order_is_largest_first_and_changes_no_download(tmp_path, server_identity):
+    def run(work):
+        st = _strategy(tmp_path / str(bool(work)), n=6, m=3)
+        st.epsilon = 0.9  # exploration draws from the round's one random stream
+        st.nodes = {c: 900 + c for c in range(6)}
+        st.work = work
+        st.aggregate(1, {c: _up(c, [np.full(2, float(c)), np.full(1, float(c))], "", "") for c in range(6)})
+        msgs = list(st.train_messages(2))
+        return [int(m.metadata.dst_node_id) - 900 for m in msgs], {
+            int(m.metadata.dst_node_id) - 900: unpack_request(m)[1]["candidate_ids"] for m in msgs}
+
+    order_plain, ids_plain = run({})
+    order_work, ids_work = run({0: 5, 1: 50, 2: 7, 3: 50, 4: 1, 5: 9})
+    assert order_plain == [0, 1, 2, 3, 4, 5] and order_work == [1, 3, 5, 2, 0, 4]
+    assert ids_plain == ids_work
+
+
+def test_store_checkpoint_writes_each_upload_once_and_drops_replaced_ones(tmp_path):
+    from fedfomo import checkpoint
+
+    st = _strategy(tmp_path, n=3, m=2)
+    st.aggregate(1, {c: _up(c, [np.full(2, float(c)), np.full(1, float(c))], "", "") for c in range(3)})
+    checkpoint.save_server(tmp_path, 1, *st.checkpoint_state(), blobs=st.checkpoint_blobs())
+    blobs = tmp_path / "checkpoint" / "blobs"
+    assert sorted(p.name for p in blobs.iterdir()) == ["store_0_r0001.npz", "store_1_r0001.npz", "store_2_r0001.npz"]
+    kept = (blobs / "store_0_r0001.npz").stat().st_mtime_ns
+    st.aggregate(2, {1: _up(1, [np.full(2, 7.0), np.full(1, 7.0)], "", "")})
+    checkpoint.save_server(tmp_path, 2, *st.checkpoint_state(), blobs=st.checkpoint_blobs())
+    assert sorted(p.name for p in blobs.iterdir()) == ["store_0_r0001.npz", "store_1_r0002.npz", "store_2_r0001.npz"]
+    assert (blobs / "store_0_r0001.npz").stat().st_mtime_ns == kept  # not written again
+    fresh = _strategy(tmp_path / "other", n=3, m=2)
+    rnd, arrays, meta = checkpoint.load_server(tmp_path)
+    fresh.restore_state(arrays, meta)
+    assert rnd == 2 and fresh.store_round == {0: 1, 1: 2, 2: 1}
+    for c in range(3):
+        for a, b in zip(fresh.store[c], st.store[c]):
+            np.testing.assert_array_equal(a, b)
