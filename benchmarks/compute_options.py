@@ -62,6 +62,29 @@ def eval_ms_per_image(model, x, repeats: int, autocast: bool = False) -> float:
     return 1000 * best_of(run, repeats) / len(x)
 
 
+def candidate_passes(args: argparse.Namespace, shape: tuple, g: torch.Generator, add) -> None:
+    """The M + 1 validation passes of a FedFomo client: one by one against stacked with ``vmap``."""
+    cl = torch.channels_last
+    cands = [build_model(args.model, shape, 10, s).eval() for s in range(args.num_models + 1)]
+    xv = torch.randn(args.val_size, *shape, generator=g).contiguous(memory_format=cl)
+
+    @torch.no_grad()
+    def one_by_one():
+        for m in cands:
+            m(xv)
+
+    params, buffers = stack_module_state(cands)
+    skeleton = copy.deepcopy(cands[0]).to("meta")
+
+    @torch.no_grad()
+    def stacked():
+        torch.vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)), in_dims=(0, 0, None))(params, buffers, xv)
+
+    n = (args.num_models + 1) * args.val_size
+    add(f"M+1={args.num_models + 1} candidates one by one", "eval", 1000 * best_of(one_by_one, args.repeats) / n)
+    add(f"M+1={args.num_models + 1} candidates vmap", "eval", 1000 * best_of(stacked, args.repeats) / n)
+
+
 def main() -> None:
     """Every option, one CSV row each."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,25 +124,7 @@ def main() -> None:
     ms = eval_ms_per_image(compiled_eval, xe.contiguous(memory_format=cl), args.repeats)
     add("torch.compile (inductor)", "eval", ms, f"compile+measure {time.perf_counter() - t0:.0f} s")
 
-    # the M + 1 validation passes of a FedFomo client: one by one vs stacked with vmap
-    cands = [build_model(args.model, shape, 10, s).eval() for s in range(args.num_models + 1)]
-    xv = torch.randn(args.val_size, *shape, generator=g).contiguous(memory_format=cl)
-
-    @torch.no_grad()
-    def one_by_one():
-        for m in cands:
-            m(xv)
-
-    params, buffers = stack_module_state(cands)
-    skeleton = copy.deepcopy(cands[0]).to("meta")
-
-    @torch.no_grad()
-    def stacked():
-        torch.vmap(lambda p, b, x: functional_call(skeleton, (p, b), (x,)), in_dims=(0, 0, None))(params, buffers, xv)
-
-    n = (args.num_models + 1) * args.val_size
-    add(f"M+1={args.num_models + 1} candidates one by one", "eval", 1000 * best_of(one_by_one, args.repeats) / n)
-    add(f"M+1={args.num_models + 1} candidates vmap", "eval", 1000 * best_of(stacked, args.repeats) / n)
+    candidate_passes(args, shape, g, add)
 
     if bf16_supported():
         add("bf16 autocast", "train", train_ms_per_image(copy.deepcopy(model).train(),
