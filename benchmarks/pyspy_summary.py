@@ -1,5 +1,7 @@
 """Summarize a ``py-spy record -f raw`` profile: share of samples in which each frame appears.
 
+Record and summarize::
+
     py-spy record -p PID -d 20 -r 50 -f raw -o prof.txt --nonblocking
     python benchmarks/pyspy_summary.py prof.txt 40
 """
