@@ -10,13 +10,15 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from fedfomo.data import DATASETS
+from fedfomo.data import DATASETS, DEFAULT_HOLDOUT_SIZE, TEST_SPLITS
 from fedfomo.latent import EMBEDDERS
 from fedfomo.models import MODELS
 from fedfomo.partition import PARTITIONS
 from fedfomo.vgg import PRECISIONS
 
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
+#: Training images of each dataset's smallest class: a class-balanced holdout leaves at least one of them.
+MIN_CLASS_TRAIN = {"mnist": 5421, "cifar10": 5000, "cifar100": 500}
 
 
 class ConfigError(ValueError):
@@ -66,6 +68,7 @@ def validate_config(cfg: DictConfig) -> None:
 
     """
     check_choice("dataset.name", cfg.dataset.name, DATASETS)
+    _validate_test_split(cfg.dataset)
     check_choice("partition.name", cfg.partition.name, PARTITIONS)
     from fedfomo import methods
 
@@ -135,6 +138,19 @@ def check_bool(key: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r} is not supported; allowed: true, false")
     return value
+
+
+def _validate_test_split(ds: DictConfig) -> None:
+    """``dataset.test_split`` and the holdout's size (a multiple of the classes, below the train set) and seed."""
+    check_choice("dataset.test_split", ds.get("test_split", "official"), TEST_SPLITS)
+    size = check_int("dataset.holdout_size", ds.get("holdout_size", DEFAULT_HOLDOUT_SIZE), 1)
+    check_int("dataset.holdout_seed", ds.get("holdout_seed", 0), 0)
+    classes = NUM_CLASSES[ds.name]
+    most = classes * (MIN_CLASS_TRAIN[ds.name] - 1)
+    if size % classes or size > most:
+        raise ConfigError(f"dataset.holdout_size={size} is not supported for dataset={ds.name}; allowed: a multiple "
+                          f"of its {classes} classes in {classes}..{most} (the same number of training images from "
+                          f"every class, at least one left in each)")
 
 
 def _validate_partition(cfg: DictConfig, num_clients: int) -> None:

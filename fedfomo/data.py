@@ -5,6 +5,12 @@ The files are read directly in their torchvision layout (``MNIST/raw/*-ubyte``,
 and no md5 check rejects re-packed but pixel-identical copies. ``download=True`` fetches a
 missing dataset through torchvision first. Normalization happens per batch on the tensors
 (:func:`normalize`).
+
+Test split (``dataset.test_split``): ``official`` reads the official test file; ``holdout`` does not
+read it at all and instead holds out ``dataset.holdout_size`` training images (the same number
+from every class, drawn with ``dataset.holdout_seed``) as the test set and removes them from
+the training set, for machines without the test file (CIFAR-100 here). Every number of such a
+run is marked with :func:`test_split_label`, e.g. "CIFAR-100 held-out test".
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import functools
 import gzip
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +27,11 @@ import torch
 
 DATASETS = ("mnist", "cifar10", "cifar100")
 DATA_ENV_VAR = "FEDFOMO_DATA"
+#: ``dataset.test_split``: the official test file, or training images held out as the test set
+TEST_SPLITS = ("official", "holdout")
+DEFAULT_HOLDOUT_SIZE = 10000
+#: How the datasets are named in labels ("CIFAR-100 held-out test").
+DISPLAY_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 
 # Per-channel mean and std of the training split, on the [0, 1] scale.
 _STATS = {
@@ -35,6 +46,9 @@ _FOLDERS = {
                 (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch")),
     "cifar100": ("cifar-100-python", ("train", "test")),
 }
+#: The files of the official test split (not needed with ``dataset.test_split=holdout``).
+_TEST_FILES = {"mnist": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"), "cifar10": ("test_batch",),
+               "cifar100": ("test",)}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -68,6 +82,7 @@ class ImageDataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    test_split: str = "official"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -82,10 +97,12 @@ def resolve_root(root: str | os.PathLike | None) -> Path:
     return Path(root).expanduser().resolve()
 
 
-def _missing_files(name: str, root: Path) -> list[Path]:
+def _missing_files(name: str, root: Path, train_only: bool = False) -> list[Path]:
     folder, files = _FOLDERS[name]
     missing = []
     for f in files:
+        if train_only and f in _TEST_FILES[name]:
+            continue
         p = root / folder / f
         if not p.exists() and not Path(str(p) + ".gz").exists():
             missing.append(p)
@@ -143,8 +160,65 @@ def _read_cifar(paths: list[Path], label_key: bytes) -> tuple[np.ndarray, np.nda
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def test_split_label(name: str, test_split: str = "official", holdout_size: int = DEFAULT_HOLDOUT_SIZE,
+                     holdout_seed: int = 0) -> str:
+    """How results mark the test split.
+
+    ``official``, or for ``holdout`` e.g. ``CIFAR-100 held-out test (10000 train images, seed 0)``.
+    """
+    if test_split == "official":
+        return "official"
+    return f"{DISPLAY_NAMES.get(name, name)} held-out test ({int(holdout_size)} train images, seed {int(holdout_seed)})"
+
+
+def holdout_indices(labels: np.ndarray, num_classes: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split training indices into (kept, held out): ``size / num_classes`` images of every class held out.
+
+    Seeded by ``seed`` alone (not the run seed), so that every run of a setting tests on the same
+    images. Both index arrays are sorted (the images keep their file order).
+
+    Raises
+    ------
+    ValueError
+        One line naming ``dataset.holdout_size``, if ``size`` is not a positive multiple of
+        ``num_classes`` or leaves some class without a training image.
+
+    """
+    labels = np.asarray(labels)
+    if size <= 0 or size % num_classes:
+        raise ValueError(f"dataset.holdout_size={size} is not supported; allowed: a positive multiple of the "
+                         f"{num_classes} classes (the same number of images from every class)")
+    per_class = size // num_classes
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in range(num_classes):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= per_class:
+            raise ValueError(f"dataset.holdout_size={size} is not supported: class {c} has {len(idx)} training "
+                             f"images, {per_class} held out would leave none; allowed: at most "
+                             f"{(len(idx) - 1) * num_classes}")
+        held.append(rng.choice(idx, per_class, replace=False))
+    test = np.sort(np.concatenate(held))
+    keep = np.ones(len(labels), dtype=bool)
+    keep[test] = False
+    return np.flatnonzero(keep), test
+
+
+def apply_holdout(ds: ImageDataset, size: int = DEFAULT_HOLDOUT_SIZE, seed: int = 0) -> ImageDataset:
+    """``ds`` with ``size`` class-balanced, seeded training images as its test set, removed from its training set.
+
+    ``ds``'s own test set is dropped (it may be empty).
+    """
+    train, test = holdout_indices(ds.train_y.numpy(), ds.num_classes, int(size), int(seed))
+    tr, te = torch.from_numpy(train), torch.from_numpy(test)
+    return replace(ds, train_x=ds.train_x[tr].contiguous(), train_y=ds.train_y[tr].contiguous(),
+                   test_x=ds.train_x[te].contiguous(), test_y=ds.train_y[te].contiguous(),
+                   test_split=test_split_label(ds.name, "holdout", size, seed))
+
+
 @functools.lru_cache(maxsize=2)
-def load_dataset(name: str, root: str | None = None, download: bool = False) -> ImageDataset:
+def load_dataset(name: str, root: str | None = None, download: bool = False, test_split: str = "official",
+                 holdout_size: int = DEFAULT_HOLDOUT_SIZE, holdout_seed: int = 0) -> ImageDataset:
     """Load a dataset into memory as uint8 tensors.
 
     Parameters
@@ -155,6 +229,11 @@ def load_dataset(name: str, root: str | None = None, download: bool = False) -> 
         Folder holding the torchvision layout; defaults to ``$FEDFOMO_DATA`` or ``./data``.
     download : bool
         Download missing files through torchvision.
+    test_split : str
+        ``official`` (the official test file) or ``holdout`` (:func:`apply_holdout`; the test
+        file is not read, so it may be missing).
+    holdout_size, holdout_seed : int
+        With ``holdout``: how many training images become the test set, and their seed.
 
     Returns
     -------
@@ -169,34 +248,46 @@ def load_dataset(name: str, root: str | None = None, download: bool = False) -> 
     """
     if name not in DATASETS:
         raise ValueError(f"dataset.name={name!r} is not supported; allowed: {', '.join(DATASETS)}")
+    if test_split not in TEST_SPLITS:
+        raise ValueError(f"dataset.test_split={test_split!r} is not supported; allowed: {', '.join(TEST_SPLITS)}")
+    holdout = test_split == "holdout"
     path = resolve_root(root)
-    missing = _missing_files(name, path)
+    missing = _missing_files(name, path, train_only=holdout)
     if missing and download:
         _download(name, path)
-        missing = _missing_files(name, path)
+        missing = _missing_files(name, path, train_only=holdout)
     if missing:
+        only_test = not _missing_files(name, path, train_only=True)
+        way_out = (f", or add dataset.test_split=holdout to test on {holdout_size} held-out training images "
+                   f"instead (results marked '{DISPLAY_NAMES[name]} held-out test')") if only_test else ""
         raise DataNotFoundError(
             f"dataset {name!r} not found: looked for {missing[0]} under dataset.root={path}. "
             f"Fix: add dataset.download=true to download it with torchvision, or set "
-            f"dataset.root=DIR (or ${DATA_ENV_VAR}=DIR) to a folder holding {_FOLDERS[name][0]}/"
+            f"dataset.root=DIR (or ${DATA_ENV_VAR}=DIR) to a folder holding {_FOLDERS[name][0]}/{way_out}"
         )
     folder = path / _FOLDERS[name][0]
+    te_x = te_y = None
     if name == "mnist":
         tr_x = _read_idx(folder / "train-images-idx3-ubyte")[:, None]
         tr_y = _read_idx(folder / "train-labels-idx1-ubyte").astype(np.int64)
-        te_x = _read_idx(folder / "t10k-images-idx3-ubyte")[:, None]
-        te_y = _read_idx(folder / "t10k-labels-idx1-ubyte").astype(np.int64)
+        if not holdout:
+            te_x = _read_idx(folder / "t10k-images-idx3-ubyte")[:, None]
+            te_y = _read_idx(folder / "t10k-labels-idx1-ubyte").astype(np.int64)
         num_classes = 10
     elif name == "cifar10":
         tr_x, tr_y = _read_cifar([folder / f"data_batch_{i}" for i in range(1, 6)], b"labels")
-        te_x, te_y = _read_cifar([folder / "test_batch"], b"labels")
+        if not holdout:
+            te_x, te_y = _read_cifar([folder / "test_batch"], b"labels")
         num_classes = 10
     else:
         tr_x, tr_y = _read_cifar([folder / "train"], b"fine_labels")
-        te_x, te_y = _read_cifar([folder / "test"], b"fine_labels")
+        if not holdout:
+            te_x, te_y = _read_cifar([folder / "test"], b"fine_labels")
         num_classes = 100
+    if holdout:  # the official test set is not read: empty until apply_holdout fills it
+        te_x, te_y = tr_x[:0], tr_y[:0]
     mean, std = _STATS[name]
-    return ImageDataset(
+    ds = ImageDataset(
         name=name,
         train_x=torch.from_numpy(np.ascontiguousarray(tr_x)),
         train_y=torch.from_numpy(np.ascontiguousarray(tr_y)),
@@ -206,6 +297,31 @@ def load_dataset(name: str, root: str | None = None, download: bool = False) -> 
         mean=mean,
         std=std,
     )
+    return apply_holdout(ds, holdout_size, holdout_seed) if holdout else ds
+
+
+def configured_test_split(dataset_cfg) -> str:
+    """:func:`test_split_label` of the ``dataset`` group of a configuration (summary.json's ``test_split``)."""
+    return test_split_label(str(dataset_cfg.name), str(dataset_cfg.get("test_split", "official")),
+                            int(dataset_cfg.get("holdout_size", DEFAULT_HOLDOUT_SIZE)),
+                            int(dataset_cfg.get("holdout_seed", 0)))
+
+
+def load_configured(dataset_cfg) -> ImageDataset:
+    """:func:`load_dataset` with the ``dataset`` group of a configuration (``root`` made absolute).
+
+    A configuration saved before ``dataset.test_split`` existed reads as ``official``. A holdout size
+    the class counts do not allow is a one-line :class:`fedfomo.config.ConfigError`.
+    """
+    from fedfomo.config import ConfigError
+
+    try:
+        return load_dataset(str(dataset_cfg.name), str(Path(dataset_cfg.root).expanduser().resolve()),
+                            bool(dataset_cfg.download), str(dataset_cfg.get("test_split", "official")),
+                            int(dataset_cfg.get("holdout_size", DEFAULT_HOLDOUT_SIZE)),
+                            int(dataset_cfg.get("holdout_seed", 0)))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
 
 
 def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -11,7 +11,6 @@ Trains the embedder once, caches the embeddings, and clusters for every D (see
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from fedfomo.embeddings import (
     CacheMismatchError,
@@ -32,7 +31,7 @@ def main() -> None:
     from omegaconf import DictConfig, ListConfig
 
     from fedfomo.config import ConfigError, validate_config
-    from fedfomo.data import DataNotFoundError, load_dataset
+    from fedfomo.data import DataNotFoundError, load_configured
 
     @hydra.main(config_path=str(conf_dir()), config_name="embed", version_base=None)
     def _run(cfg: DictConfig) -> None:
@@ -42,12 +41,12 @@ def main() -> None:
             if not isinstance(ds_list, (list, ListConfig)) or not all(
                     isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in ds_list):
                 raise ConfigError(f"distributions={ds_list!r} is not supported; allowed: a list of integers >= 1")
-            ds = load_dataset(cfg.dataset.name, str(Path(cfg.dataset.root).expanduser().resolve()),
-                              bool(cfg.dataset.download))
+            ds = load_configured(cfg.dataset)
             part = cfg.partition
             for d in ds_list:
                 train_c, test_c, meta = clusters_from_config(part, ds, int(d))
-                print(f"{cfg.dataset.name} {part.embedder} D={d}: "
+                split = "" if ds.test_split == "official" else f" [{ds.test_split}]"
+                print(f"{cfg.dataset.name}{split} {part.embedder} D={d}: "
                       f"embedder test acc {meta.get('embedder_test_acc', 'n/a')}")
                 for line in describe_clusters(ds.train_y.numpy(), train_c, test_c, ds.num_classes, int(d)):
                     print("  " + line)

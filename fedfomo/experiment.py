@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from fedfomo import methods
 from fedfomo.client import BaseClient, ClientData, ClientSettings
 from fedfomo.config import ConfigError
-from fedfomo.data import ImageDataset, load_dataset
+from fedfomo.data import ImageDataset, configured_test_split, load_configured
 from fedfomo.emd import DEFAULT_GROUND
 from fedfomo.models import build_model, get_weights
 from fedfomo.partition import ClientSplit, label_counts, make_partition, with_shared_train
@@ -68,8 +68,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         A validated configuration (:func:`fedfomo.config.validate_config`).
 
     """
-    root = str(Path(cfg.dataset.root).expanduser().resolve())
-    ds = load_dataset(cfg.dataset.name, root, bool(cfg.dataset.download))
+    ds = load_configured(cfg.dataset)  # dataset.test_split=holdout: test images held out of the train split
     splits = build_partition(cfg, ds)
     settings = ClientSettings(
         model=cfg.model, image_shape=ds.image_shape, num_classes=ds.num_classes, seed=cfg.seed,
@@ -185,7 +184,8 @@ def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunReco
 def run_facts(cfg: DictConfig, emd: float) -> dict:
     """The settings summary.json records next to the accuracies."""
     return {
-        "method": cfg.method.name, "dataset": cfg.dataset.name, "partition": cfg.partition.name,
+        "method": cfg.method.name, "dataset": cfg.dataset.name, "test_split": configured_test_split(cfg.dataset),
+        "partition": cfg.partition.name,
         "num_clients": cfg.num_clients, "num_rounds": cfg.num_rounds, "participation": cfg.participation,
         "local_epochs": cfg.local_epochs, "seed": cfg.seed, "model": cfg.model,
         "samples_per_client": cfg.samples_per_client,

@@ -78,6 +78,16 @@ def paper_value(s: dict) -> float | None:
     return None
 
 
+def dataset_label(s: dict) -> str:
+    """The dataset, and a held-out test split by name.
+
+    E.g. ``cifar100, CIFAR-100 held-out test (10000 train images, seed 0)``. Such runs never share
+    a row (or a mean) with runs on the official test set.
+    """
+    split = s.get("test_split")
+    return str(s["dataset"]) if split in (None, "official") else f"{s['dataset']}, {split}"
+
+
 def partition_label(s: dict) -> str:
     """The partition with what tells its variants apart, e.g. ``latent D=5, shuffled``."""
     label = str(s["partition"])
@@ -91,10 +101,10 @@ def partition_label(s: dict) -> str:
 
 
 def markdown_table(summaries: list[dict]) -> str:
-    """Group runs by (dataset, partition, clients, method, M, scale); mean over seeds."""
+    """Group runs by (dataset and test split, partition, clients, method, M, scale); mean over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for s in summaries:
-        key = (s["dataset"], partition_label(s), s["num_clients"], s.get("participation", 1.0), s["method"],
+        key = (dataset_label(s), partition_label(s), s["num_clients"], s.get("participation", 1.0), s["method"],
                s.get("num_models"), scale_note(s))
         groups.setdefault(key, []).append(s)
     lines = [

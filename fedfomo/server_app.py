@@ -38,6 +38,9 @@ def main(grid: Grid, context: Context) -> None:
         log.error("error: %s", err)
         sys.exit(2)
     setup_logging(out / "server.log")
+    if exp.dataset.test_split != "official":  # every number of this run is on held-out training images
+        log.info("test split: %s; the official test file is not read (%d train, %d test images)",
+                 exp.dataset.test_split, len(exp.dataset.train_y), len(exp.dataset.test_y))
     try:
         run_federation(grid, exp, out, progress=bool(cfg.sim.progress))
     except RuntimeError as err:  # missing nodes, every client failing, a timeout: one line, the run ends
