@@ -1,0 +1,108 @@
+"""Ablation figures over saved runs: the paper's Fig. 3 (epsilon and M) and Fig. 9 (validation split).
+
+Reads every completed run (``summary.json`` + ``config.yaml``) below the folders given, groups
+them by the swept settings and draws, per setting, the mean +- std over seeds of the final
+personalized test accuracy (left) and the mean accuracy per round (right)::
+
+    python -m fedfomo.ablation fig3 runs/fig3_cifar10_eps_m --out _static/fig3_eps_m.png
+    python -m fedfomo.ablation fig9 runs/fig9_cifar10_val_split --out _static/fig9_val_split.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+# figure -> (x key, line key or None, x label, title)
+FIGURES = {
+    "fig3": ("method.epsilon", "method.num_models", "epsilon (exploration)",
+             "Fig. 3: FedFomo over epsilon and M (models downloaded)"),
+    "fig9": ("val_ratio", None, "validation split fraction", "Fig. 9: FedFomo over the validation split fraction"),
+}
+
+
+def load_runs(folders: Sequence[str | Path]) -> list[dict]:
+    """Every completed run below ``folders``: its config, summary and per-round mean accuracy."""
+    runs = []
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("summary.json")):
+            cfg = OmegaConf.load(path.parent / "config.yaml")
+            with (path.parent / "rounds.csv").open() as f:
+                curve = [float(r["mean_acc"]) for r in csv.DictReader(f)]
+            runs.append({"cfg": cfg, "summary": json.loads(path.read_text()), "curve": curve, "dir": str(path.parent)})
+    return runs
+
+
+def group(runs: list[dict], x_key: str, line_key: str | None) -> dict[object, dict[float, list[dict]]]:
+    """``{line value: {x value: [runs (one per seed)]}}``."""
+    out: dict[object, dict[float, list[dict]]] = {}
+    for r in runs:
+        line = OmegaConf.select(r["cfg"], line_key) if line_key else "FedFomo"
+        x = float(OmegaConf.select(r["cfg"], x_key))
+        out.setdefault(line, {}).setdefault(x, []).append(r)
+    return out
+
+
+def plot_ablation(figure: str, folders: Sequence[str | Path], out: str | Path) -> Path:
+    """Draw ``figure`` (``fig3`` or ``fig9``) from the runs below ``folders`` into ``out`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key, line_key, x_label, title = FIGURES[figure]
+    runs = load_runs(folders)
+    if not runs:
+        raise SystemExit(f"error: no completed run (summary.json) below {', '.join(map(str, folders))}")
+    groups = group(runs, x_key, line_key)
+    fig, (ax_final, ax_curve) = plt.subplots(1, 2, figsize=(11, 4))
+    for line, by_x in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        xs = sorted(by_x)
+        accs = [[100 * float(r["summary"]["final_mean_acc"]) for r in by_x[x]] for x in xs]
+        label = f"M={line}" if line_key else str(line)
+        ax_final.errorbar(xs, [np.mean(a) for a in accs], yerr=[np.std(a) for a in accs], marker="o", capsize=3,
+                          label=f"{label} (seeds: {min(len(a) for a in accs)}-{max(len(a) for a in accs)})")
+        for x in xs:
+            curves = [r["curve"] for r in by_x[x]]
+            n = min(len(c) for c in curves)
+            mean = 100 * np.mean([c[:n] for c in curves], axis=0)
+            ax_curve.plot(range(1, n + 1), mean, label=f"{label}, {x_key.split('.')[-1]}={x:g}", linewidth=1)
+    ax_final.set_xlabel(x_label)
+    ax_final.set_ylabel("final personalized test accuracy (%)\nmean +- std over seeds")
+    ax_final.set_title("final accuracy")
+    ax_curve.set_xlabel("round")
+    ax_curve.set_ylabel("mean test accuracy over clients (%)")
+    ax_curve.set_title("accuracy per round (mean over seeds)")
+    for ax in (ax_final, ax_curve):
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    scale = {str(r["summary"].get("samples_per_client")) for r in runs}
+    fig.suptitle(f"{title} ({runs[0]['summary']['dataset']}, {runs[0]['summary']['partition']}, "
+                 f"samples_per_client={'/'.join(sorted(scale))}, {len(runs)} runs)", fontsize=9)
+    fig.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m fedfomo.ablation {fig3,fig9} FOLDER... --out PNG``."""
+    p = argparse.ArgumentParser(prog="python -m fedfomo.ablation", description=__doc__.splitlines()[0])
+    p.add_argument("figure", choices=sorted(FIGURES))
+    p.add_argument("folders", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    print(plot_ablation(args.figure, args.folders, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
