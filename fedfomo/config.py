@@ -11,7 +11,7 @@ import math
 from omegaconf import DictConfig, OmegaConf
 
 from fedfomo.data import DATASETS, DEFAULT_HOLDOUT_SIZE, TEST_SPLITS
-from fedfomo.latent import EMBEDDERS
+from fedfomo.latent import CLUSTER_BY, EMBEDDERS, resolve_cluster_by
 from fedfomo.models import MODELS
 from fedfomo.partition import PARTITIONS
 from fedfomo.vgg import PRECISIONS
@@ -162,7 +162,12 @@ def _validate_partition(cfg: DictConfig, num_clients: int) -> None:
             raise ConfigError(f"partition.shuffle_targets=true needs partition=latent (got partition={part.name}); "
                               f"allowed with partition={part.name}: false")
         return
-    check_int("partition.num_distributions", part.get("num_distributions"), 1, num_clients)
+    d = check_int("partition.num_distributions", part.get("num_distributions"), 1, num_clients)
+    check_choice("partition.cluster_by", part.get("cluster_by", "auto"), CLUSTER_BY)
+    try:
+        resolve_cluster_by(part.get("cluster_by", "auto"), d, NUM_CLASSES[cfg.dataset.name])
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     check_choice("partition.embedder", part.get("embedder"), EMBEDDERS)
     check_int("partition.pca_dim", part.get("pca_dim"), 1)
     check_int("partition.embed_seed", part.get("embed_seed", 0), 0)

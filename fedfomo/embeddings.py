@@ -56,7 +56,14 @@ import numpy as np
 import torch
 
 from fedfomo.data import ImageDataset, normalize
-from fedfomo.latent import EMBEDDERS, kmeans_clusters, latent_partition, reduce_dim
+from fedfomo.latent import (
+    EMBEDDERS,
+    kmeans_clusters,
+    label_clusters,
+    latent_partition,
+    reduce_dim,
+    resolve_cluster_by,
+)
 from fedfomo.partition import ClientSplit
 from fedfomo.vgg import VGG_DEFAULTS, pick_device, train_vgg11, vgg_embed
 
@@ -281,9 +288,20 @@ def clusters_from_config(partition_cfg: Mapping, ds: ImageDataset, num_distribut
 
 
 def latent_splits(cfg: Mapping, ds: ImageDataset) -> list[ClientSplit]:
-    """The configured latent split (``partition=latent``) of ``ds``."""
+    """The configured latent split (``partition=latent``) of ``ds``.
+
+    With ``partition.cluster_by`` resolving to ``label`` (:func:`fedfomo.latent.resolve_cluster_by`)
+    the clusters are the class labels and nothing is embedded; otherwise the K-Means assignments
+    of :func:`clusters_from_config`.
+    """
     part = cfg["partition"]
-    train_c, test_c, _ = clusters_from_config(part, ds)
+    mode = resolve_cluster_by(str(part.get("cluster_by", "auto")), int(part["num_distributions"]), ds.num_classes)
+    if mode == "label":
+        train_c, test_c = label_clusters(ds.train_y.numpy(), ds.test_y.numpy())
+        log.info("latent: D=%d clusters are the class labels (partition.cluster_by=%s)",
+                 int(part["num_distributions"]), part.get("cluster_by", "auto"))
+    else:
+        train_c, test_c, _ = clusters_from_config(part, ds)
     return latent_partition(
         ds.train_y.numpy(), ds.test_y.numpy(), train_c, test_c, num_clients=int(cfg["num_clients"]),
         num_distributions=int(part["num_distributions"]), val_ratio=float(cfg["val_ratio"]), seed=int(cfg["seed"]),

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from omegaconf import DictConfig
 
 from fedfomo import methods
 from fedfomo.client import BaseClient, ClientData, ClientSettings
-from fedfomo.config import ConfigError
+from fedfomo.config import NUM_CLASSES, ConfigError
 from fedfomo.data import ImageDataset, configured_test_split, load_configured
 from fedfomo.emd import DEFAULT_GROUND
+from fedfomo.latent import resolve_cluster_by
 from fedfomo.models import build_model, get_weights
 from fedfomo.partition import ClientSplit, label_counts, make_partition, with_shared_train
 from fedfomo.privacy import DPConfig
@@ -181,16 +183,22 @@ def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunReco
                            seed=cfg.seed, initial_weights=initial, recorder=recorder, **method.strategy_options(cfg))
 
 
-def run_facts(cfg: DictConfig, emd: float) -> dict:
-    """The settings summary.json records next to the accuracies."""
+def run_facts(cfg: DictConfig, emd: float | Mapping) -> dict:
+    """The settings summary.json records next to the accuracies.
+
+    ``emd`` is :func:`fedfomo.emd.partition_emd_facts` (``emd``, ``emd_ground`` and the authors'
+    ``emd_authors``) or, as before, our EMD alone (then ``emd_authors`` is None).
+    """
+    emds = dict(emd) if isinstance(emd, Mapping) else {"emd": emd, "emd_ground": DEFAULT_GROUND, "emd_authors": None}
     return {
         "method": cfg.method.name, "dataset": cfg.dataset.name, "test_split": configured_test_split(cfg.dataset),
         "partition": cfg.partition.name,
         "num_clients": cfg.num_clients, "num_rounds": cfg.num_rounds, "participation": cfg.participation,
         "local_epochs": cfg.local_epochs, "seed": cfg.seed, "model": cfg.model,
         "samples_per_client": cfg.samples_per_client,
-        **partition_facts(cfg.partition),
-        "emd": emd, "emd_ground": DEFAULT_GROUND,
+        **partition_facts(cfg.partition, NUM_CLASSES.get(cfg.dataset.name)),
+        "emd": emds["emd"], "emd_ground": emds.get("emd_ground", DEFAULT_GROUND),
+        "emd_authors": emds.get("emd_authors"),
         "num_models": None,
         "dp": ({k: cfg.dp[k] for k in ("noise_multiplier", "max_grad_norm", "delta")}
                if cfg.get("dp") is not None and cfg.dp.enabled else None),
@@ -199,13 +207,21 @@ def run_facts(cfg: DictConfig, emd: float) -> dict:
     }
 
 
-def partition_facts(partition_cfg: DictConfig) -> dict:
-    """The settings that tell partitions of the same name apart (latent: D, embedder, shuffled targets)."""
+def partition_facts(partition_cfg: DictConfig, num_classes: int | None = None) -> dict:
+    """The settings that tell partitions of the same name apart.
+
+    Latent: D, embedder, shuffled targets and, given ``num_classes``, ``cluster_by`` as resolved
+    (``kmeans`` or ``label``, :func:`fedfomo.latent.resolve_cluster_by`).
+    """
     if partition_cfg.name == "pathological":
         return {"classes_per_client": int(partition_cfg.classes_per_client)}
     if partition_cfg.name == "latent":
-        return {"num_distributions": int(partition_cfg.num_distributions), "embedder": str(partition_cfg.embedder),
-                "shuffle_targets": bool(partition_cfg.get("shuffle_targets", False))}
+        d = int(partition_cfg.num_distributions)
+        facts = {"num_distributions": d, "embedder": str(partition_cfg.embedder),
+                 "shuffle_targets": bool(partition_cfg.get("shuffle_targets", False))}
+        if num_classes is not None:
+            facts["cluster_by"] = resolve_cluster_by(str(partition_cfg.get("cluster_by", "auto")), d, num_classes)
+        return facts
     return {}
 
 

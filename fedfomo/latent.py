@@ -1,6 +1,8 @@
 """The latent-distribution non-IID split (paper, Section 4 and Appendix A.5), as pure functions.
 
-Pipeline (the embedding and its cache are in :mod:`fedfomo.embeddings`, VGG-11 in :mod:`fedfomo.vgg`):
+Pipeline (the embedding and its cache are in :mod:`fedfomo.embeddings`, VGG-11 in :mod:`fedfomo.vgg`),
+with ``partition.cluster_by=kmeans`` (steps 1-3 are replaced by :func:`label_clusters`, the class
+labels as clusters, with ``cluster_by=label``; see :func:`resolve_cluster_by`):
 
 1. every train and test image is embedded (VGG-11's second FC layer, 4096-d, in the paper);
 2. :func:`reduce_dim`: PCA of train and test embeddings together, to ``pca_dim`` (256);
@@ -28,6 +30,62 @@ import numpy as np
 from fedfomo.partition import ClientSplit, cap_samples, train_val_split
 
 EMBEDDERS = ("vgg11", "pixels")
+#: ``partition.cluster_by``: how images are grouped into the D latent distributions.
+CLUSTER_BY = ("auto", "kmeans", "label")
+
+
+def resolve_cluster_by(cluster_by: str, num_distributions: int, num_classes: int) -> str:
+    """What ``partition.cluster_by`` means for this run: ``kmeans`` or ``label``.
+
+    ``label`` makes the class labels the clusters (cluster d = every train and test image of
+    class d), as the FedFomo authors do for D=10 on CIFAR-10 (NVlabs/FedFomo,
+    ``federated_datasets/cifar10.py``: with ``num_distributions == 10`` the distributions are the
+    ten classes, no K-Means); it needs D equal to the number of classes. ``kmeans`` clusters
+    embeddings (Appendix A.5). ``auto`` is ``label`` when D equals the number of classes, else
+    ``kmeans``.
+
+    Parameters
+    ----------
+    cluster_by : str
+        ``auto``, ``kmeans`` or ``label``.
+    num_distributions : int
+        Number of clusters D.
+    num_classes : int
+        Number of classes of the dataset.
+
+    Returns
+    -------
+    str
+        ``kmeans`` or ``label``.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``partition.cluster_by`` and what is allowed.
+
+    """
+    if cluster_by not in CLUSTER_BY:
+        raise ValueError(f"partition.cluster_by={cluster_by!r} is not supported; allowed: {', '.join(CLUSTER_BY)}")
+    if cluster_by == "auto":
+        return "label" if num_distributions == num_classes else "kmeans"
+    if cluster_by == "label" and num_distributions != num_classes:
+        raise ValueError(f"partition.cluster_by=label needs partition.num_distributions={num_classes} (the number "
+                         f"of classes), got {num_distributions}; allowed with D={num_distributions}: auto, kmeans")
+    return cluster_by
+
+
+def label_clusters(train_labels: np.ndarray, test_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The class labels as cluster ids (``partition.cluster_by=label``): no embedding, no K-Means.
+
+    Cluster d holds every train and test image of class d; ids are not renumbered by size.
+
+    Returns
+    -------
+    (np.ndarray, np.ndarray)
+        int64 copies of ``train_labels`` and ``test_labels``.
+
+    """
+    return np.asarray(train_labels, dtype=np.int64).copy(), np.asarray(test_labels, dtype=np.int64).copy()
 
 
 def reduce_dim(features: np.ndarray, pca_dim: int, seed: int) -> np.ndarray:
@@ -201,12 +259,14 @@ def shuffle_targets(splits: list[ClientSplit], rng: np.random.Generator) -> tupl
     Returns
     -------
     (list of ClientSplit, np.ndarray)
-        The shuffled splits (``target_cluster`` updated) and ``perm``.
+        The shuffled splits (``target_cluster`` updated, ``own_val`` the client's val before the
+        shuffle) and ``perm``.
 
     """
     perm = rng.permutation(len(splits))
     out = [
-        dataclasses.replace(sp, val=splits[j].val, test=splits[j].test, target_cluster=splits[j].target_cluster)
+        dataclasses.replace(sp, val=splits[j].val, test=splits[j].test, target_cluster=splits[j].target_cluster,
+                            own_val=sp.val if sp.own_val is None else sp.own_val)
         for sp, j in zip(splits, perm, strict=True)
     ]
     return out, perm

@@ -32,6 +32,11 @@ class ClientSplit:
     target_cluster : int, optional
         Latent split only: the cluster its val and test sets come from (differs from ``cluster``
         only after ``shuffle_targets``).
+    own_val : np.ndarray, optional
+        Latent split after ``shuffle_targets`` only: the client's own val indices before the
+        shuffle (with ``train``, its local data; ``val`` then holds another client's). Used only
+        by :func:`fedfomo.emd.partition_emd_authors`, which, as the FedFomo authors, measures the
+        local data before the shuffle.
 
     """
 
@@ -40,6 +45,7 @@ class ClientSplit:
     test: np.ndarray
     cluster: int | None = None
     target_cluster: int | None = None
+    own_val: np.ndarray | None = None
 
 
 def pathological_shards(

@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
 from fedfomo import checkpoint
-from fedfomo.emd import DEFAULT_GROUND, partition_emd
+from fedfomo.emd import partition_emd_facts
 from fedfomo.experiment import (
     Experiment,
     build_strategy,
@@ -208,9 +208,8 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         raise RuntimeError(f"{saved} holds another configuration than this run's; use another run folder")
     atomic_write_text(saved, text)
     ds, splits = exp.dataset, exp.splits
-    emd = partition_emd(ds.train_y.numpy(), splits, ds.num_classes)
-    atomic_write_text(out_dir / "partition.json", json.dumps({"clients": partition_report(ds, splits), "emd": emd,
-                                                         "emd_ground": DEFAULT_GROUND}))
+    emd = partition_emd_facts(ds.train_y.numpy(), splits, ds.num_classes)  # emd, emd_ground, emd_authors
+    atomic_write_text(out_dir / "partition.json", json.dumps({"clients": partition_report(ds, splits), **emd}))
     log.info("%s | %s | %s | %d clients | train %d val %d test %d images per client (mean) | results in %s",
              cfg.method.name, cfg.dataset.name, cfg.partition.name, cfg.num_clients,
              np.mean([len(s.train) for s in splits]), np.mean([len(s.val) for s in splits]),

@@ -18,9 +18,11 @@ from fedfomo.data import ImageDataset
 from fedfomo.embeddings import CacheMismatchError, clusters_from_config, embed_dataset, latent_clusters
 from fedfomo.latent import (
     kmeans_clusters,
+    label_clusters,
     latent_partition,
     reduce_dim,
     relabel_by_size,
+    resolve_cluster_by,
     sample_latent_clients,
     shuffle_targets,
     spread_clients,
@@ -145,6 +147,21 @@ def test_shuffle_targets_returns_the_permutation():
     assert sorted(perm.tolist()) == list(range(6))
     for i, j in enumerate(perm):
         assert np.array_equal(out[i].val, splits[j].val) and np.array_equal(out[i].test, splits[j].test)
+        assert np.array_equal(out[i].own_val, splits[i].val)  # its own val before the shuffle
+    assert all(s.own_val is None for s in splits)
+
+
+def test_authors_emd_of_a_shuffled_split_is_the_unshuffled_ones():
+    # the FedFomo authors measure the local data before shuffling targets
+    from fedfomo.emd import partition_emd_authors
+
+    ytr, yte, ctr, cte = _synthetic(d=5)
+    kw = dict(num_clients=15, num_distributions=5, val_ratio=0.2, seed=5)
+    plain = latent_partition(ytr, yte, ctr, cte, **kw)
+    shuffled = latent_partition(ytr, yte, ctr, cte, shuffle=True, **kw)
+    assert partition_emd_authors(ytr, shuffled) == pytest.approx(partition_emd_authors(ytr, plain), abs=1e-12)
+    given_val = [s.__class__(train=s.train, val=s.val, test=s.test) for s in shuffled]  # without own_val
+    assert partition_emd_authors(ytr, given_val) != pytest.approx(partition_emd_authors(ytr, plain), abs=1e-6)
 
 
 def test_sampling_errors():
@@ -353,8 +370,9 @@ def test_build_partition_turns_cache_mismatch_into_config_error(tmp_path):
     from fedfomo.experiment import build_partition, partition_report
 
     ds = _tiny_ds()
+    # the tiny dataset has 3 classes: D=3 would take the labels as clusters (cluster_by=auto)
     cfg = _cfg("partition=latent", "partition.embedder=pixels", "partition.pca_dim=4", "partition.num_distributions=3",
-               "num_clients=6", "method.num_models=3", f"partition.cache_dir={tmp_path}")
+               "partition.cluster_by=kmeans", "num_clients=6", "method.num_models=3", f"partition.cache_dir={tmp_path}")
     splits = build_partition(cfg, ds)
     assert [s.cluster for s in splits] == [0, 0, 1, 1, 2, 2]
     report = partition_report(ds, splits)
@@ -368,6 +386,76 @@ def test_build_partition_turns_cache_mismatch_into_config_error(tmp_path):
         build_partition(_cfg("partition=latent", "partition.embedder=pixels", "partition.pca_dim=4",
                              "partition.num_distributions=4", "num_clients=6", "method.num_models=3",
                              f"partition.cache_dir={tmp_path}"), ds)
+
+
+# ---------------------------------------------------------------- partition.cluster_by (the authors' D=10)
+
+
+def test_label_clusters_are_the_labels():
+    tr, te = label_clusters(np.array([2, 0, 1, 2]), np.array([1, 1, 0]))
+    assert tr.tolist() == [2, 0, 1, 2] and te.tolist() == [1, 1, 0] and tr.dtype == np.int64
+
+
+@pytest.mark.parametrize(("cluster_by", "d", "classes", "expected"), [
+    ("auto", 10, 10, "label"), ("auto", 5, 10, "kmeans"), ("auto", 10, 100, "kmeans"), ("auto", 3, 3, "label"),
+    ("kmeans", 10, 10, "kmeans"), ("label", 10, 10, "label"), ("label", 100, 100, "label"),
+])
+def test_resolve_cluster_by(cluster_by, d, classes, expected):
+    assert resolve_cluster_by(cluster_by, d, classes) == expected
+
+
+def test_resolve_cluster_by_errors_are_one_line():
+    for args, allowed in ((("kmean", 10, 10), "auto, kmeans, label"), (("label", 5, 10), "auto, kmeans")):
+        with pytest.raises(ValueError) as err:
+            resolve_cluster_by(*args)
+        assert "\n" not in str(err.value) and "partition.cluster_by" in str(err.value) and allowed in str(err.value)
+
+
+def test_label_split_needs_no_embedding_and_follows_the_labels(monkeypatch):
+    from fedfomo.embeddings import latent_splits
+    from fedfomo.experiment import partition_facts
+
+    def boom(*a, **k):
+        raise AssertionError("embedded or clustered although the clusters are the labels")
+    monkeypatch.setattr(embed, "clusters_from_config", boom)
+    monkeypatch.setattr(embed, "embed_dataset", boom)
+    ds = _tiny_ds()  # 3 classes
+    y, yt = ds.train_y.numpy(), ds.test_y.numpy()
+    for cluster_by in ("auto", "label"):
+        cfg = _cfg("partition=latent", "partition.num_distributions=3", f"partition.cluster_by={cluster_by}",
+                   "num_clients=5", "method.num_models=3")
+        splits = latent_splits(cfg, ds)
+        assert [s.cluster for s in splits] == [0, 0, 1, 1, 2]  # spread as with K-Means clusters
+        for s in splits:
+            assert set(y[np.concatenate([s.train, s.val])]) == {s.cluster} and set(yt[s.test]) == {s.cluster}
+        # the same split as latent_partition with the labels as cluster ids
+        same = latent_partition(y, yt, y, yt, num_clients=5, num_distributions=3, val_ratio=0.2, seed=0)
+        assert all(np.array_equal(a.train, b.train) and np.array_equal(a.test, b.test) for a, b in zip(splits, same))
+        assert partition_facts(cfg.partition, 3)["cluster_by"] == "label"
+    # kmeans (and auto when D is not the number of classes) goes through the K-Means assignments
+    cfg = _cfg("partition=latent", "partition.num_distributions=3", "partition.cluster_by=kmeans", "num_clients=5",
+               "method.num_models=3")
+    with pytest.raises(AssertionError, match="embedded or clustered"):
+        latent_splits(cfg, ds)
+    assert partition_facts(cfg.partition, 3)["cluster_by"] == "kmeans"
+    assert partition_facts(_cfg("partition=latent").partition, 10)["cluster_by"] == "kmeans"  # D=5
+
+
+def test_cluster_by_config():
+    assert _cfg("partition=latent").partition.cluster_by == "auto"
+    validate_config(_cfg("partition=latent", "partition.num_distributions=10"))  # auto -> label on CIFAR-10
+    validate_config(_cfg("partition=latent", "partition.num_distributions=10", "partition.cluster_by=label"))
+    validate_config(_cfg("partition=latent", "partition.num_distributions=10", "partition.cluster_by=kmeans"))
+    validate_config(_cfg("partition=latent", "partition.num_distributions=3", "partition.cluster_by=kmeans"))
+    for overrides, allowed in (
+        (["partition.cluster_by=labels"], "auto, kmeans, label"),
+        (["partition.num_distributions=5", "partition.cluster_by=label"], "num_distributions=10"),
+        (["dataset=cifar100", "partition.num_distributions=10", "partition.cluster_by=label"], "num_distributions=100"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            validate_config(_cfg("partition=latent", *overrides))
+        msg = str(err.value)
+        assert "\n" not in msg and "partition.cluster_by" in msg and allowed in msg
 
 
 # ---------------------------------------------------------------- real data (small subsets)

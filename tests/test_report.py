@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from fedfomo import report
 
 
@@ -41,6 +43,42 @@ def test_table_groups_seeds_and_prints_emd_and_scale(tmp_path):
     table = report.markdown_table(report.load_summaries([tmp_path]))
     row = table.splitlines()[2]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[:3] == ["cifar10", "pathological", "2.00"]
-    assert cells[7] == "85.00 ± 5.00 (± 5.00 over seeds)" and cells[8] == "93.01" and cells[9] == "2"
-    assert cells[11] == "scaled down: 500 samples/client"
+    assert cells[:4] == ["cifar10", "pathological", "2.00", "-"]  # no emd_authors, no partition.json
+    assert cells[8] == "85.00 ± 5.00 (± 5.00 over seeds)" and cells[9] == "93.01" and cells[10] == "2"
+    assert cells[12] == "scaled down: 500 samples/client"
+
+
+def _row(table: str) -> list[str]:
+    return [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+
+
+def test_authors_emd_column_from_summary_or_partition_json(tmp_path):
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "summary.json").write_text(json.dumps(_summary(emd_authors=2.7)))
+    assert _row(report.markdown_table(report.load_summaries([new])))[2:4] == ["2.00", "2.70"]
+    # an older run: recomputed from partition.json (train + val counts vs CIFAR-10's balanced train split)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "summary.json").write_text(json.dumps(_summary()))
+    one_class = [0] * 10
+    one_class[3] = 90
+    val = [0] * 10
+    val[3] = 10
+    clients = [{"cid": 0, "train": one_class, "val": val, "test": val},
+               {"cid": 1, "train": [9] * 10, "val": [1] * 10, "test": [1] * 10}]
+    (old / "partition.json").write_text(json.dumps({"clients": clients, "emd": 2.0}))
+    (s,) = report.load_summaries([old])
+    assert report.authors_emd_of(s) == pytest.approx((2.7 + 0.0) / 2)
+    assert _row(report.markdown_table([s]))[3] == "1.35"
+    # unknown dataset or unreadable counts: "-"
+    assert report.authors_emd_of({**s, "dataset": "svhn"}) is None
+    (old / "partition.json").write_text(json.dumps({"clients": [{"cid": 0, "train": [1, 2], "val": [0, 0]}]}))
+    assert report.authors_emd_of(s) is None
+
+
+def test_label_clusters_are_labelled():
+    s = _summary(partition="latent", num_distributions=10, embedder="vgg11", cluster_by="label")
+    assert report.partition_label(s) == "latent D=10 (label clusters)"
+    assert report.partition_label({**s, "cluster_by": "kmeans"}) == "latent D=10"
+    assert report.paper_value({**s, "method": "local"}) == 92.64
