@@ -15,6 +15,7 @@
 #   $SEEDS   comma list of seeds (default 0,1,2: the paper reports mean +- std over three runs)
 #   $METHODS comma list of methods, where an experiment compares several
 #   $OUT     where the results go (default runs)
+#   $DRY_RUN set (e.g. DRY_RUN=1): print every run of the experiment and its overrides, run nothing
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-.venv/bin/python}
@@ -28,20 +29,36 @@ ALL_METHODS=fedfomo,fedavg,local,fedprox,fedavg_data,lg_fedavg,fedper,perfedavg,
 queue() {  # queue NAME TEMPLATE OVERRIDES...
   local name=$1 template=$2; shift 2
   # shellcheck disable=SC2086
-  "$PY" -m fedfomo.queue "$OUT/$name${TAG:+_$TAG}" "$template" "$@" "seed=$SEEDS" $SCALE
+  "$PY" -m fedfomo.queue ${DRY_RUN:+--dry-run} "$OUT/$name${TAG:+_$TAG}" "$template" "$@" "seed=$SEEDS" $SCALE
 }
 
-# name | setting | CPU time of one run on the 2-core development CPU (measured where a result exists)
+# One reduced scale per dataset, what this 2-core CPU can afford (README, "Reproducing the paper"):
+#   MNIST      full scale
+#   CIFAR-10   SCALE="samples_per_client=1000" TAG=spc1000
+#   CIFAR-100  SCALE="samples_per_client=1000" TAG=spc1000, always with the held-out test split
+#              (dataset.test_split=holdout: 10,000 training images, class-balanced, seed 0), since the
+#              official test file is not available here; every such number is marked so.
+# name | paper | setting | reduced scale run here | CPU time of one run on the 2-core development CPU
 EXPERIMENTS=(
-  "table1_mnist|Table 1, MNIST pathological, 15 clients, 20 rounds, E=5: fedfomo, fedavg, local|~18 min per run full scale (measured)"
-  "table1_cifar10|Table 1, CIFAR-10 pathological, 15 clients: fedfomo, fedavg, local|~5 min at samples_per_client=1000 (measured); ~17 min full (estimated)"
-  "table1_mnist_100|Table 1, MNIST pathological, 100 clients, 10% participation, 100 rounds|~8 min per run full scale (measured)"
-  "methods_mnist|Table 1, MNIST pathological, 15 clients: every method (\$METHODS)|2-14 min per run at samples_per_client=500 (measured)"
-  "table2_cifar10_latent|Table 2, CIFAR-10 latent D=5 (VGG-11 clusters): fedfomo, fedavg, local|~5 min at samples_per_client=1000 (measured)"
-  "table2_cifar10_latent_all_d|Table 2, CIFAR-10 latent, D = 2, 3, 4, 5, 10: fedfomo, fedavg, local|~5 min per run at samples_per_client=1000 (estimated)"
-  "table3_cifar10_shuffled|Table 3, CIFAR-10 out-of-local-distribution targets, latent D=5|~5 min at samples_per_client=1000 (measured)"
-  "table4_cifar10_latent_dp|Table 4, CIFAR-10 latent D=5, DP-SGD sigma 1 and 2: fedfomo, fedavg|~15 min per run at samples_per_client=1000 (measured)"
-  "table6_cifar10_latent_ma_dp|Table 6, CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|~5 / ~15 min at samples_per_client=1000 (measured)"
+  "table1_mnist|Table 1|MNIST pathological, 15 clients, 20 rounds, E=5: every method|full scale|~18 min (FedFomo, measured); 2-14 min at samples_per_client=500"
+  "table1_mnist_100|Table 1|MNIST pathological, 100 clients, 10% participation, 100 rounds: every method|full scale|~8 min (FedFomo, measured)"
+  "table1_cifar10|Table 1|CIFAR-10 pathological, 15 clients, 20 rounds: every method|samples_per_client=1000|~5 min reduced (measured); ~17 min full (estimated)"
+  "table1_cifar10_100|Table 1|CIFAR-10 pathological, 100 clients, 10% participation, 100 rounds: every method|samples_per_client=300|~8 min reduced (estimated)"
+  "methods_mnist|Table 1|MNIST pathological, 15 clients: \$METHODS (default every method)|samples_per_client=500|2-14 min per method (measured)"
+  "table2_cifar10_latent_d2|Table 2|CIFAR-10 latent D=2 (VGG-11 clusters), 15 clients: fedfomo, fedavg, local|samples_per_client=1000|~5 min (estimated)"
+  "table2_cifar10_latent_d3|Table 2|CIFAR-10 latent D=3: fedfomo, fedavg, local|samples_per_client=1000|~5 min (estimated)"
+  "table2_cifar10_latent_d4|Table 2|CIFAR-10 latent D=4: fedfomo, fedavg, local|samples_per_client=1000|~5 min (estimated)"
+  "table2_cifar10_latent|Table 2|CIFAR-10 latent D=5: every method|samples_per_client=1000|~5 min (FedFomo, measured)"
+  "table2_cifar10_latent_d10|Table 2|CIFAR-10 latent D=10 (class-label distributions, the authors'): fedfomo, fedavg, local|samples_per_client=1000|~5 min (estimated)"
+  "table3_cifar10_shuffled|Table 3|CIFAR-10 out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|~5 min (measured)"
+  "table3_cifar100_shuffled|Table 3|CIFAR-100 (held-out test) out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|~6 min (estimated)"
+  "table4_cifar10_latent_dp|Table 4|CIFAR-10 latent D=5, no DP and DP-SGD sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|~5 min no DP, ~15 min DP (measured)"
+  "table4_cifar100_latent_dp|Table 4|CIFAR-100 (held-out test) latent D=5, no DP and sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|~6 / ~17 min (estimated)"
+  "table5_cifar100_latent|Table 5|CIFAR-100 (held-out test) latent, D = 2, 3, 4, 5, 10: fedfomo, fedavg, local|samples_per_client=1000|~6 min (estimated)"
+  "table6_cifar10_latent_ma_dp|Table 6|CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|~5 / ~15 min (measured)"
+  "table6_cifar100_latent_ma_dp|Table 6|CIFAR-100 (held-out test) latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|~6 / ~17 min (estimated)"
+  "fig3_cifar10_eps_m|Fig. 3|CIFAR-10 latent D=5, FedFomo: epsilon 0, 0.3, 0.6, 0.9 x M 3, 5, 10|samples_per_client=1000|~5 min per setting (estimated)"
+  "fig9_cifar10_val_split|Fig. 9|CIFAR-10 latent D=5, FedFomo: val_ratio 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9|samples_per_client=1000|~5 min per setting (estimated)"
 )
 
 usage() {
@@ -49,43 +66,76 @@ usage() {
   echo
   echo "Experiments (results in \$OUT/EXPERIMENT[_\$TAG]/, OUT=$OUT; seeds \$SEEDS=$SEEDS):"
   for e in "${EXPERIMENTS[@]}"; do
-    IFS='|' read -r name setting cost <<<"$e"
-    printf '  %-28s %s\n  %-28s CPU: %s\n' "$name" "$setting" "" "$cost"
+    IFS='|' read -r name table setting scale cost <<<"$e"
+    printf '  %-28s %s: %s\n' "$name" "$table" "$setting"
+    printf '  %-28s full scale:   bash run_experiments.sh %s\n' "" "$name"
+    if [ "$scale" != "full scale" ]; then
+      printf '  %-28s reduced here: SCALE="%s" TAG=%s bash run_experiments.sh %s\n' "" "$scale" \
+        "spc${scale##*=}" "$name"
+    fi
+    printf '  %-28s CPU: %s\n' "" "$cost"
   done
   echo
   echo "Re-running an experiment continues it (completed runs are skipped, interrupted ones resumed)."
+  echo "Tables: python -m fedfomo.report \$OUT; figures: python -m fedfomo.ablation fig3|fig9 FOLDER --out PNG."
 }
 
-table1_mnist() { queue table1_mnist "{method}_s{seed}" dataset=mnist partition=pathological method=fedfomo,fedavg,local; }
-table1_cifar10() { queue table1_cifar10 "{method}_s{seed}" dataset=cifar10 partition=pathological method=fedfomo,fedavg,local; }
+HOLDOUT="dataset=cifar100 dataset.test_split=holdout"
+table1_mnist() { queue table1_mnist "{method}_s{seed}" dataset=mnist partition=pathological "method=${METHODS:-$ALL_METHODS}"; }
+table1_cifar10() { queue table1_cifar10 "{method}_s{seed}" dataset=cifar10 partition=pathological "method=${METHODS:-$ALL_METHODS}"; }
 table1_mnist_100() {
-  queue table1_mnist_100 "{method}_s{seed}" dataset=mnist partition=pathological method=fedfomo,fedavg,local \
+  queue table1_mnist_100 "{method}_s{seed}" dataset=mnist partition=pathological "method=${METHODS:-$ALL_METHODS}" \
+    num_clients=100 participation=0.1 num_rounds=100
+}
+table1_cifar10_100() {
+  queue table1_cifar10_100 "{method}_s{seed}" dataset=cifar10 partition=pathological "method=${METHODS:-$ALL_METHODS}" \
     num_clients=100 participation=0.1 num_rounds=100
 }
 methods_mnist() { queue methods_mnist "{method}_s{seed}" dataset=mnist partition=pathological "method=${METHODS:-$ALL_METHODS}"; }
 # Table 2 (and 3): the VGG-11 cluster assignments ship with the package, so no VGG-11 training is needed.
-table2_cifar10_latent() {
-  queue table2_cifar10_latent "{method}_s{seed}" dataset=cifar10 partition=latent partition.num_distributions=5 \
-    "method=${METHODS:-fedfomo,fedavg,local}"
+latent_d() {  # latent_d NAME D DEFAULT_METHODS [extra overrides]
+  local name=$1 d=$2 methods=$3; shift 3
+  queue "$name" "{method}_s{seed}" dataset=cifar10 partition=latent "partition.num_distributions=$d" \
+    "method=${METHODS:-$methods}" "$@"
 }
-table2_cifar10_latent_all_d() {
-  queue table2_cifar10_latent_all_d "{method}_D{partition_num_distributions}_s{seed}" dataset=cifar10 \
-    partition=latent partition.num_distributions=2,3,4,5,10 method=fedfomo,fedavg,local
-}
+table2_cifar10_latent_d2() { latent_d table2_cifar10_latent_d2 2 fedfomo,fedavg,local; }
+table2_cifar10_latent_d3() { latent_d table2_cifar10_latent_d3 3 fedfomo,fedavg,local; }
+table2_cifar10_latent_d4() { latent_d table2_cifar10_latent_d4 4 fedfomo,fedavg,local; }
+table2_cifar10_latent() { latent_d table2_cifar10_latent 5 "$ALL_METHODS"; }
+table2_cifar10_latent_d10() { latent_d table2_cifar10_latent_d10 10 fedfomo,fedavg,local; }
 table3_cifar10_shuffled() {
   queue table3_cifar10_shuffled "{method}_s{seed}" dataset=cifar10 partition=latent partition.num_distributions=5 \
-    partition.shuffle_targets=true method=fedfomo,fedavg,local
+    partition.shuffle_targets=true "method=${METHODS:-$ALL_METHODS}"
 }
-# sigma 0 (no DP) is table2_cifar10_latent; delta 1e-5.
-table4_cifar10_latent_dp() {
-  queue table4_cifar10_latent_dp "{method}_sigma{dp_noise_multiplier}_s{seed}" dataset=cifar10 partition=latent \
-    partition.num_distributions=5 "method=${METHODS:-fedfomo,fedavg}" dp.enabled=true dp.noise_multiplier=1,2
+table3_cifar100_shuffled() {
+  # shellcheck disable=SC2086
+  queue table3_cifar100_shuffled "{method}_s{seed}" $HOLDOUT partition=latent partition.num_distributions=5 \
+    partition.shuffle_targets=true "method=${METHODS:-$ALL_METHODS}"
 }
-table6_cifar10_latent_ma_dp() {
-  queue table6_cifar10_latent_ma_dp "{method}_nodp_s{seed}" dataset=cifar10 partition=latent \
-    partition.num_distributions=5 method=fedfomo_ma
-  queue table6_cifar10_latent_ma_dp "{method}_sigma{dp_noise_multiplier}_s{seed}" dataset=cifar10 partition=latent \
-    partition.num_distributions=5 method=fedfomo_ma dp.enabled=true dp.noise_multiplier=1,2
+dp_table() {  # dp_table NAME DEFAULT_METHODS DATASET_OVERRIDES...: no DP, then sigma 1 and 2 (delta 1e-5)
+  local name=$1 methods=$2; shift 2
+  queue "$name" "{method}_nodp_s{seed}" "$@" partition=latent partition.num_distributions=5 "method=${METHODS:-$methods}"
+  queue "$name" "{method}_sigma{dp_noise_multiplier}_s{seed}" "$@" partition=latent partition.num_distributions=5 \
+    "method=${METHODS:-$methods}" dp.enabled=true dp.noise_multiplier=1,2
+}
+table4_cifar10_latent_dp() { dp_table table4_cifar10_latent_dp fedfomo,fedavg dataset=cifar10; }
+# shellcheck disable=SC2086
+table4_cifar100_latent_dp() { dp_table table4_cifar100_latent_dp fedfomo,fedavg $HOLDOUT; }
+table5_cifar100_latent() {
+  # shellcheck disable=SC2086
+  queue table5_cifar100_latent "{method}_D{partition_num_distributions}_s{seed}" $HOLDOUT partition=latent \
+    partition.num_distributions=2,3,4,5,10 "method=${METHODS:-fedfomo,fedavg,local}"
+}
+table6_cifar10_latent_ma_dp() { dp_table table6_cifar10_latent_ma_dp fedfomo_ma dataset=cifar10; }
+# shellcheck disable=SC2086
+table6_cifar100_latent_ma_dp() { dp_table table6_cifar100_latent_ma_dp fedfomo_ma $HOLDOUT; }
+fig3_cifar10_eps_m() {
+  queue fig3_cifar10_eps_m "eps{method_epsilon}_M{method_num_models}_s{seed}" dataset=cifar10 partition=latent \
+    partition.num_distributions=5 method=fedfomo method.epsilon=0.0,0.3,0.6,0.9 method.num_models=3,5,10
+}
+fig9_cifar10_val_split() {
+  queue fig9_cifar10_val_split "val{val_ratio}_s{seed}" dataset=cifar10 partition=latent partition.num_distributions=5 \
+    method=fedfomo val_ratio=0.01,0.05,0.1,0.2,0.4,0.6,0.8,0.9
 }
 
 if [ $# -eq 0 ]; then

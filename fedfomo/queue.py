@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dir", help="folder of the queue's runs")
     parser.add_argument("name", help="run folder name template, e.g. '{method}_s{seed}'")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides; comma lists are swept")
+    parser.add_argument("--dry-run", action="store_true", help="print every run and what would be done; run nothing")
     args = parser.parse_args(argv)
     jobs = expand(args.overrides)
     base = Path(args.dir)
@@ -84,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         folder = base / run_name(args.name, values)
         action = plan(folder)
         print(f"[{k}/{len(jobs)}] {folder}: {action}", flush=True)
+        if args.dry_run:
+            print("    " + " ".join(f"{key}={value}" for key, value in values.items()), flush=True)
+            continue
         if action in ("skip", "busy"):
             continue
         cmd = [sys.executable, "-m", "fedfomo.main"]
