@@ -1,0 +1,258 @@
+"""The paper's tables rebuilt from saved runs: every run placed in its cell, seeds averaged, the paper beside it.
+
+:func:`paper_cell` says which table, column and row a run's ``summary.json`` belongs to (Tables
+1-6 of Zhang et al.); :func:`build_tables` groups runs into cells (mean +- std over seeds of the
+final personalized accuracy; runs at another scale or on another test split never share a
+cell) and :func:`render` writes one markdown table per (paper table, scale) with the paper's
+mean +- std beside ours and a mark where ours lies outside the paper's reported spread.
+``python -m fedfomo.report --paper`` prints them; ``--readme README.md`` writes them into the
+README between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->`` markers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedfomo import paper
+
+MARK = "†"  # ours outside the paper's reported mean +- std
+METHOD_ORDER = ("local", "fedavg", "fedavg_data", "fedprox", "lg_fedavg", "mocha", "cfl", "perfedavg", "pfedme",
+                "fedper", "pfedhn", "fedfomo_ma", "fedfomo", "fedfomo_m10")
+NAMES = {"local": "Local Training", "fedavg": "FedAvg", "fedavg_data": "FedAvg + Data", "fedprox": "FedProx",
+         "lg_fedavg": "LG-FedAvg", "mocha": "MOCHA", "cfl": "Clustered FL", "perfedavg": "Per-FedAvg",
+         "pfedme": "pFedMe", "fedper": "FedPer (not in the paper)", "pfedhn": "pFedHN (not in the paper)",
+         "fedfomo_ma": "FedFomo-MA", "fedfomo": "FedFomo (M=5)", "fedfomo_m10": "FedFomo (M=10)"}
+
+
+@dataclass(frozen=True)
+class CellKey:
+    """Where a run belongs: paper table, column, row, and what must match for runs to be averaged."""
+
+    table: str  # "table1", ..., "table6"
+    column: object  # e.g. ("mnist", 15), 5, "cifar10", ("cifar10", sigma)
+    row: str  # method (fedfomo with M=10: fedfomo_m10)
+    scale: str  # "full scale" or what was scaled down
+    variant: str = ""  # e.g. "CIFAR-100 held-out test", "label clusters"
+
+
+@dataclass
+class Cell:
+    """Runs of one cell (one per seed) and their aggregate."""
+
+    key: CellKey
+    accs: list[float] = field(default_factory=list)  # per-seed final mean accuracy, %
+    client_stds: list[float] = field(default_factory=list)  # per-seed std over clients, %
+    seeds: list[int] = field(default_factory=list)
+    eps: list[float] = field(default_factory=list)  # DP epsilon per seed
+    wall_s: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        """Mean over seeds, %."""
+        return float(np.mean(self.accs))
+
+    @property
+    def std(self) -> float:
+        """Std over seeds, % (0 for one seed)."""
+        return float(np.std(self.accs))
+
+
+def scale_of(s: dict) -> str:
+    """How a run differs from the paper's full scale ("full scale" when it does not)."""
+    notes = []
+    if s.get("samples_per_client"):
+        notes.append(f"samples_per_client={s['samples_per_client']}")
+    full_rounds = 100 if s.get("num_clients", 15) >= 100 else 20
+    if s.get("num_rounds") != full_rounds:
+        notes.append(f"{s.get('num_rounds')} rounds")
+    if s.get("local_epochs", 5) != 5:
+        notes.append(f"E={s.get('local_epochs')}")
+    return ", ".join(notes) if notes else "full scale"
+
+
+def _row(s: dict) -> str | None:
+    method = s.get("method")
+    if method == "fedfomo":
+        m = s.get("num_models")
+        return {None: "fedfomo", 5: "fedfomo", 10: "fedfomo_m10"}.get(m)
+    return method if method in METHOD_ORDER else None
+
+
+def _dp_sigma(s: dict) -> float | None:
+    dp = s.get("dp")
+    if isinstance(dp, dict):
+        return float(dp.get("noise_multiplier", 0.0)) if dp.get("enabled") else None
+    return None
+
+
+def paper_cell(s: dict) -> CellKey | None:
+    """The paper cell of a run's summary, or None when the paper has no such setting.
+
+    Runs off the paper's evaluation settings (another ``val_ratio`` or ``epsilon``, or another
+    learning rate: ``off_paper`` set by :func:`enrich`) are ablations, not table cells.
+    """
+    row = _row(s)
+    if row is None or s.get("off_paper"):
+        return None
+    split = s.get("test_split")
+    variant = "" if split in (None, "official") else str(split)
+    ds, part, n = s.get("dataset"), s.get("partition"), s.get("num_clients")
+    if part == "pathological" and ds in ("mnist", "cifar10") and n in (15, 100):
+        return CellKey("table1", (ds, n), row, scale_of(s), variant)
+    if part == "latent" and n == 15:
+        if s.get("cluster_by") == "label":
+            variant = ", ".join(v for v in (variant, "label clusters") if v)
+        return _latent_cell(s, row, scale_of(s), variant)
+    return None
+
+
+def _latent_cell(s: dict, row: str, scale: str, variant: str) -> CellKey | None:
+    ds, d, shuffled, sigma = s.get("dataset"), s.get("num_distributions"), bool(s.get("shuffle_targets")), _dp_sigma(s)
+    if sigma is not None or (row == "fedfomo_ma" and not shuffled):  # Tables 4 and 6 (D=5; sigma 0 = no DP)
+        table = "table6" if row == "fedfomo_ma" else "table4"
+        return CellKey(table, (ds, sigma or 0.0), row, scale, variant) if d == 5 and not shuffled else None
+    if shuffled:
+        return CellKey("table3", ds, row, scale, variant) if d == 5 else None
+    table = {"cifar10": "table2", "cifar100": "table5"}.get(str(ds))
+    return CellKey(table, d, row, scale, variant) if table else None
+
+
+def enrich(summary: dict, cfg: dict) -> dict:
+    """Add to a summary what the table needs from the run's config.yaml.
+
+    ``cluster_by`` and ``off_paper`` (a learning rate other than the dataset's, or FedFomo's
+    ``val_ratio``/``epsilon`` off the paper's 0.2/0.3: the run is an ablation, not a table cell).
+    """
+    out = dict(summary)
+    part = cfg.get("partition") or {}
+    out.setdefault("cluster_by", part.get("cluster_by"))
+    lr, ds_lr = (cfg.get("optim") or {}).get("lr"), (cfg.get("dataset") or {}).get("lr")
+    method = cfg.get("method") or {}
+    off = (lr is not None and ds_lr is not None and float(lr) != float(ds_lr)) \
+        or float(cfg.get("val_ratio", 0.2)) != 0.2 \
+        or (method.get("epsilon") is not None and float(method["epsilon"]) != 0.3)
+    out["off_paper"] = bool(off)
+    return out
+
+
+def build_tables(summaries: list[dict]) -> dict[CellKey, Cell]:
+    """Every run in its cell (a no-DP FedAvg/FedFomo run at D=5 also fills Table 4's sigma=0 row)."""
+    cells: dict[CellKey, Cell] = {}
+    for s in summaries:
+        key = paper_cell(s)
+        if key is None or s.get("final_mean_acc") is None:
+            continue
+        keys = [key]
+        if key.table in ("table2", "table5") and key.column == 5 and key.row in ("fedavg", "fedfomo"):
+            ds = "cifar10" if key.table == "table2" else "cifar100"
+            keys.append(CellKey("table4", (ds, 0.0), key.row, key.scale, key.variant))
+        for k in keys:
+            cell = cells.setdefault(k, Cell(k))
+            seed = int(s.get("seed", 0))
+            if seed in cell.seeds:  # the same run reached twice (e.g. a copy): count it once
+                continue
+            cell.seeds.append(seed)
+            cell.accs.append(100 * float(s["final_mean_acc"]))
+            cell.client_stds.append(100 * float(s.get("final_std_acc") or 0.0))
+            if s.get("dp_epsilon_max") is not None:
+                cell.eps.append(float(s["dp_epsilon_max"]))
+            cell.wall_s.append(float(s.get("wall_time_s") or 0.0))
+    return cells
+
+
+def paper_of(key: CellKey) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """(paper accuracy (mean, std), paper epsilon (mean, std) or None) of a cell."""
+    table, col, row = key.table, key.column, key.row
+    if table == "table1":
+        return paper.TABLE1.get(col, {}).get(row), None
+    if table == "table2":
+        return paper.TABLE2.get(col, {}).get(row), None
+    if table == "table3":
+        return paper.TABLE3.get(col, {}).get(row), None
+    if table == "table5":
+        return paper.TABLE5.get(col, {}).get(row), None
+    ds, sigma = col
+    entry = paper.DP.get((row, int(sigma)) if float(sigma).is_integer() else None, {}).get(ds)
+    return (entry[1], entry[0]) if entry else (None, None)
+
+
+def _fmt(mean_std: tuple[float, float] | None) -> str:
+    return "-" if mean_std is None else f"{mean_std[0]:.2f} ± {mean_std[1]:.2f}"
+
+
+def cell_text(cell: Cell) -> str:
+    """Ours: ``mean ± std (n)``; the mark when outside the paper's spread."""
+    acc, _ = paper_of(cell.key)
+    mark = f" {MARK}" if acc is not None and paper.outside_spread(cell.mean, acc) else ""
+    return f"{cell.mean:.2f} ± {cell.std:.2f} ({len(cell.accs)}){mark}"
+
+
+def _column_label(table: str, col: object) -> str:
+    if table == "table1":
+        return f"{col[0]} {col[1]} clients"
+    if table in ("table2", "table5"):
+        emd = (paper.TABLE2_EMD if table == "table2" else paper.TABLE5_EMD).get(col)
+        return f"D={col}" + (f" (paper EMD {emd:.2f})" if emd is not None else "")
+    if table == "table3":
+        return str(col)
+    return f"{col[0]} sigma={col[1]:g}"
+
+
+TITLES = {
+    "table1": "Table 1: pathological non-IID",
+    "table2": "Table 2: CIFAR-10 latent non-IID, 15 clients",
+    "table3": "Table 3: out-of-local-distribution targets, latent D=5, 15 clients",
+    "table4": "Table 4: DP-SGD (delta 1e-5), latent D=5, 15 clients",
+    "table5": "Table 5: CIFAR-100 latent non-IID, 15 clients",
+    "table6": "Table 6: FedFomo-MA (model-average weighting), latent D=5, 15 clients",
+}
+
+
+def render(cells: dict[CellKey, Cell]) -> dict[str, str]:
+    """One markdown table per (paper table, scale, variant): ``{name: markdown}``.
+
+    Rows are methods (paper order), columns the table's settings; each cell "ours (seeds) / paper",
+    ours being the mean ± std over seeds of the final personalized test accuracy (%), with
+    :data:`MARK` where ours lies outside the paper's mean ± std. DP tables add epsilon.
+    """
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
+    for key, cell in cells.items():
+        groups.setdefault((key.table, key.scale, key.variant), []).append(cell)
+    out = {}
+    for (table, scale, variant), group in sorted(groups.items(), key=lambda kv: kv[0]):
+        cols = sorted({c.key.column for c in group}, key=str)
+        rows = [m for m in METHOD_ORDER if any(c.key.row == m for c in group)]
+        by = {(c.key.row, c.key.column): c for c in group}
+        head = f"**{TITLES[table]}** ({scale}{', ' + variant if variant else ''}): ours = mean ± std over seeds " \
+               f"(number of seeds) / paper = mean ± std over its three runs; {MARK} = ours outside the paper's spread."
+        lines = [head, "", "| method | " + " | ".join(_column_label(table, c) for c in cols) + " |",
+                 "|---|" + "---|" * len(cols)]
+        for r in rows:
+            texts = []
+            for col in cols:
+                cell = by.get((r, col))
+                acc, eps = paper_of(CellKey(table, col, r, scale, variant))
+                ours = cell_text(cell) if cell else "not run"
+                if cell and cell.eps:
+                    ours += f", eps {np.mean(cell.eps):.2f}"
+                theirs = _fmt(acc) + (f", eps {_fmt(eps)}" if eps else "")
+                texts.append(f"{ours} / {theirs}")
+            lines.append(f"| {NAMES[r]} | " + " | ".join(texts) + " |")
+        name = f"{table}_{scale}_{variant}".replace(" ", "").replace(",", "_").replace("=", "").strip("_")
+        out[name] = "\n".join(lines)
+    return out
+
+
+def write_into(readme: str, tables: dict[str, str]) -> tuple[str, list[str]]:
+    """Replace each ``<!-- report:NAME -->...<!-- /report:NAME -->`` block; return (text, names not found)."""
+    missing = []
+    for name, md in tables.items():
+        start, end = f"<!-- report:{name} -->", f"<!-- /report:{name} -->"
+        i, j = readme.find(start), readme.find(end)
+        if i < 0 or j < i:
+            missing.append(name)
+            continue
+        readme = readme[:i + len(start)] + "\n" + md + "\n" + readme[j:]
+    return readme, missing

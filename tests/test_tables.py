@@ -1,0 +1,50 @@
+"""Paper tables from saved runs: cell placement, averaging over seeds, the spread mark, README markers."""
+
+from __future__ import annotations
+
+from fedfomo.tables import MARK, CellKey, build_tables, enrich, paper_cell, render, write_into
+
+
+def _s(**kw):
+    base = {"method": "fedfomo", "dataset": "cifar10", "partition": "latent", "num_clients": 15, "num_rounds": 20,
+            "local_epochs": 5, "seed": 0, "samples_per_client": 1000, "num_distributions": 5, "num_models": 5,
+            "shuffle_targets": False, "dp": {"enabled": False}, "final_mean_acc": 0.85, "final_std_acc": 0.1,
+            "wall_time_s": 60.0}
+    return {**base, **kw}
+
+
+def test_cells():
+    assert paper_cell(_s()) == CellKey("table2", 5, "fedfomo", "samples_per_client=1000")
+    assert paper_cell(_s(num_models=10)).row == "fedfomo_m10"
+    assert paper_cell(_s(shuffle_targets=True)).table == "table3"
+    assert paper_cell(_s(dataset="cifar100", test_split="CIFAR-100 held-out test")).table == "table5"
+    assert paper_cell(_s(dp={"enabled": True, "noise_multiplier": 2.0})) == CellKey(
+        "table4", ("cifar10", 2.0), "fedfomo", "samples_per_client=1000")
+    assert paper_cell(_s(method="fedfomo_ma")).table == "table6"
+    assert paper_cell(_s(partition="pathological", dataset="mnist", samples_per_client=None)) == CellKey(
+        "table1", ("mnist", 15), "fedfomo", "full scale")
+    assert paper_cell(_s(num_clients=20)) is None
+    assert paper_cell(enrich(_s(), {"val_ratio": 0.4})) is None  # a Fig. 9 run
+    assert paper_cell(enrich(_s(), {"optim": {"lr": 5.0}, "dataset": {"lr": 0.1}})) is None
+
+
+def test_seeds_averaged_and_no_dp_run_fills_table4_sigma0():
+    cells = build_tables([_s(seed=0, final_mean_acc=0.80), _s(seed=1, final_mean_acc=0.90),
+                          _s(seed=1, final_mean_acc=0.90)])
+    cell = cells[CellKey("table2", 5, "fedfomo", "samples_per_client=1000")]
+    assert cell.seeds == [0, 1] and abs(cell.mean - 85.0) < 1e-9 and abs(cell.std - 5.0) < 1e-9
+    assert CellKey("table4", ("cifar10", 0.0), "fedfomo", "samples_per_client=1000") in cells
+
+
+def test_render_marks_outside_the_papers_spread_and_writes_between_markers():
+    # paper Table 2 D=5 FedFomo: 85.05 +- 0.13
+    inside = render(build_tables([_s(final_mean_acc=0.8510)]))
+    outside = render(build_tables([_s(final_mean_acc=0.8600)]))
+    assert sorted(inside) == ["table2_samples_per_client1000", "table4_samples_per_client1000"]
+    name, md = "table2_samples_per_client1000", inside["table2_samples_per_client1000"]
+    assert "85.10 ± 0.00 (1) / 85.05 ± 0.13" in md and MARK not in md.split("\n")[-1]
+    assert f"86.00 ± 0.00 (1) {MARK} / 85.05 ± 0.13" in outside[name]
+    assert "/ 71.56 ± 1.20" in inside["table4_samples_per_client1000"]  # sigma 0 = no DP
+    text, missing = write_into(f"a\n<!-- report:{name} -->\nold\n<!-- /report:{name} -->\nb", {name: md})
+    assert missing == [] and "old" not in text and md in text and text.startswith("a\n") and text.endswith("\nb")
+    assert write_into("nothing", {name: md})[1] == [name]
