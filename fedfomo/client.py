@@ -155,7 +155,8 @@ class BaseClient(NumPyClient):
         Default: E epochs of the shared :func:`fedfomo.training.train` loop, with
         :meth:`extra_loss` built from ``start`` (the personalized model).
         """
-        optim = OptimConfig(lr=round_lr(self.s.lr, self.s.lr_decay, server_round), momentum=self.s.momentum,
+        # a warm-up round 0 (FedFomo's method.warmup_epochs) trains at round 1's learning rate
+        optim = OptimConfig(lr=round_lr(self.s.lr, self.s.lr_decay, max(1, server_round)), momentum=self.s.momentum,
                             weight_decay=self.s.weight_decay, batch_size=self.s.batch_size)
         if self.s.dp is not None:
             return self.dp_training(server_round, optim)

@@ -3,6 +3,11 @@
 Notation follows the paper: client i with baseline theta_i^(t-1) evaluates candidates theta_n
 on its validation split; Eq. 3 gives raw weights w_n, Eq. 13 the update, and the server's
 affinity matrix P accumulates the raw weights.
+
+Where the authors' code (NVlabs/FedFomo) differs, its way is here too, off by default: the P
+update normalised by ``|sum w|`` (:func:`affinity_increments`, ``method.affinity_norm``) and the
+sub-federation / global averages downloaded as extra candidates (:func:`subfederation_labels`,
+:func:`server_averages`, ``method.extra_candidates``).
 """
 
 from __future__ import annotations
@@ -143,8 +148,189 @@ def fomo_merge(baseline: Weights, candidates: Sequence[Weights], raw: np.ndarray
     return merged, False
 
 
-def update_affinity(p: np.ndarray, client: int, ids: Sequence[int], raw: np.ndarray) -> np.ndarray:
-    """Return a copy of P with ``p[client, ids] += raw`` (raw, signed weights, as in the paper)."""
+def update_affinity(p: np.ndarray, client: int, ids: Sequence[int], raw: np.ndarray,
+                    norm: str = "none") -> np.ndarray:
+    """Return a copy of P with ``p[client, ids] += affinity_increments(raw, norm)``.
+
+    With ``norm="none"`` (the default) the raw, signed weights are added, as in the paper.
+    Negative ids are server-made averages (:func:`server_averages`): their weights count in
+    the ``abs_sum`` normaliser but add nothing to P, as in the authors' code (whose FedFomo adds
+    ``0 *`` their weight to every member's entry).
+    """
+    ids_arr = np.asarray(ids, dtype=np.int64)
+    inc = affinity_increments(raw, norm)
+    keep = ids_arr >= 0
     out = p.copy()
-    np.add.at(out[client], np.asarray(ids, dtype=np.int64), np.asarray(raw, dtype=np.float64))
+    np.add.at(out[client], ids_arr[keep], inc[keep])
     return out
+
+
+# -- the authors' code (NVlabs/FedFomo), as options; EXTENDED_README.md "Differences from the authors' code" --
+
+#: ``method.affinity_norm``: how the raw weights are scaled before they are added to P.
+AFFINITY_NORMS = ("none", "abs_sum")
+#: the authors' guard: a normaliser below this gets it added (``federation.py``, ``update_client_weights``)
+AUTHORS_NORM_FLOOR = 1e-9
+#: ``method.extra_candidates``: server-made averages downloaded besides the M chosen models.
+EXTRA_CANDIDATES = ("none", "global", "subfed", "both")
+#: candidate id of the global average; sub-federation k has id ``SUBFED_ID - k`` (client ids are >= 0)
+GLOBAL_ID = -1
+SUBFED_ID = -2
+
+
+def affinity_increments(raw: np.ndarray, norm: str = "none") -> np.ndarray:
+    """What is added to P for a client's raw weights.
+
+    Parameters
+    ----------
+    raw : np.ndarray
+        Raw Eq. 3 (or Eq. 14) weights of every candidate the client evaluated, server-made
+        averages included.
+    norm : str
+        ``none``: the raw weights, as the paper says. ``abs_sum``: the authors' code, raw weights
+        divided by the absolute value of their sum, ``|sum_n w_n|`` (not ``sum_n |w_n|``), where a
+        value below :data:`AUTHORS_NORM_FLOOR` gets that floor added. With mixed signs the sum can
+        be near 0 and the increments very large; that is what their code does.
+
+    Returns
+    -------
+    np.ndarray
+        float64 increments, one per candidate.
+
+    Raises
+    ------
+    ValueError
+        One line naming ``method.affinity_norm`` and the allowed values.
+
+    """
+    if norm not in AFFINITY_NORMS:
+        raise ValueError(f"method.affinity_norm={norm!r} is not supported; allowed: {', '.join(AFFINITY_NORMS)}")
+    w = np.asarray(raw, dtype=np.float64)
+    if norm == "none":
+        return w.copy()
+    total = abs(float(w.sum()))
+    if total < AUTHORS_NORM_FLOOR:
+        total += AUTHORS_NORM_FLOOR
+    return w / total
+
+
+#: how P becomes the sub-federations' clustering affinity (:func:`subfederation_labels`)
+SUBFED_KERNELS = ("softmax", "rbf")
+
+
+def subfederation_labels(p: np.ndarray, num_groups: int, seed: int, kernel: str = "softmax") -> np.ndarray:
+    """The authors' sub-federations: spectral clustering of the clients on P.
+
+    As ``server.py`` (``update_server_models``, ``get_adjacency_matrix``) of NVlabs/FedFomo: the
+    affinity between clients i and j is, with ``kernel="softmax"`` (their published commands pass
+    ``--softmax_client_weights``), row i of P through a softmax, ``exp(P_ij) / sum_k exp(P_ik)``;
+    with ``kernel="rbf"`` (their code without that flag) ``exp(-(1 - P_ij)^2 / 2)``. It is
+    symmetrised as ``(A + A^T) / 2`` and clustered by scikit-learn's ``SpectralClustering`` into
+    ``num_groups`` groups (precomputed affinity, 10 inits, ``assign_labels="discretize"``, seeded).
+
+    Parameters
+    ----------
+    p : np.ndarray
+        The affinity matrix P, (N, N).
+    num_groups : int
+        Number of sub-federations, 1..N (the authors: ``-nf``, the number of latent distributions D).
+    seed : int
+        Seed of the clustering.
+    kernel : str
+        ``softmax`` or ``rbf``, see above.
+
+    Returns
+    -------
+    np.ndarray
+        int64 group of every client, (N,).
+
+    """
+    n = len(p)
+    if not 1 <= num_groups <= n:
+        raise ValueError(f"method.num_subfederations={num_groups} is out of range; allowed: 1..{n}")
+    if kernel not in SUBFED_KERNELS:
+        raise ValueError(f"kernel={kernel!r} is not supported; allowed: {', '.join(SUBFED_KERNELS)}")
+    if num_groups == 1:
+        return np.zeros(n, dtype=np.int64)
+    import warnings
+
+    from sklearn.cluster import SpectralClustering
+
+    x = np.asarray(p, dtype=np.float64)
+    if kernel == "softmax":
+        e = np.exp(x - x.max(axis=1, keepdims=True))  # the same softmax, without overflow
+        a = e / e.sum(axis=1, keepdims=True)
+    else:
+        a = np.exp(-np.square(1.0 - x) / 2.0)
+    a = (a + a.T) / 2.0
+    with warnings.catch_warnings():  # "graph is not fully connected" when P has grown large: still a clustering
+        warnings.simplefilter("ignore", UserWarning)
+        labels = SpectralClustering(n_clusters=num_groups, affinity="precomputed", n_init=10, random_state=seed,
+                                    assign_labels="discretize").fit_predict(a)
+    return np.asarray(labels, dtype=np.int64)
+
+
+def average_models(models: Sequence[Weights], weights: Sequence[float] | None = None) -> Weights:
+    """``sum_k a_k theta_k`` with ``a`` = ``weights`` normalised to sum 1 (None: the simple mean), in float64."""
+    a = np.full(len(models), 1.0) if weights is None else np.asarray(weights, dtype=np.float64)
+    a = a / a.sum()
+    return [sum(ak * m[k].astype(np.float64) for ak, m in zip(a, models, strict=True)).astype(models[0][k].dtype)
+            for k in range(len(models[0]))]
+
+
+def server_averages(
+    labels: np.ndarray,
+    store: dict[int, Weights],
+    store_round: dict[int, int],
+    sizes: dict[int, int],
+    which: str,
+) -> tuple[list[int], list[Weights]]:
+    """The authors' extra candidates: each sub-federation's average and the global average.
+
+    As NVlabs/FedFomo (``federation.py``, ``Federation.__init__``; ``server.py``,
+    ``update_server_models``): a sub-federation's model is the average of its members'
+    latest uploads weighted by their training-set sizes, over the members whose latest upload
+    is the most recent one of the group (the last active ones); the global model is the simple
+    mean of the sub-federation models. Every client receives all of them.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Sub-federation of every client (:func:`subfederation_labels`).
+    store : dict of int to list of np.ndarray
+        Every client's latest upload (clients that never uploaded are absent).
+    store_round : dict of int to int
+        Round of each stored upload.
+    sizes : dict of int to int
+        Training-set size of each client (a missing one counts 1).
+    which : str
+        One of :data:`EXTRA_CANDIDATES`: ``global``, ``subfed`` or ``both`` (``none``: nothing).
+
+    Returns
+    -------
+    ids : list of int
+        ``SUBFED_ID - k`` for sub-federation k (groups without an upload are skipped), then
+        :data:`GLOBAL_ID`.
+    models : list of list of np.ndarray
+        The averages, in the order of ``ids``.
+
+    """
+    if which not in EXTRA_CANDIDATES:
+        raise ValueError(f"method.extra_candidates={which!r} is not supported; allowed: {', '.join(EXTRA_CANDIDATES)}")
+    if which == "none" or not store:
+        return [], []
+    groups: list[tuple[int, Weights]] = []
+    for k in np.unique(labels):
+        members = [int(c) for c in np.flatnonzero(labels == k) if int(c) in store]
+        if not members:
+            continue
+        last = max(store_round[c] for c in members)
+        active = [c for c in members if store_round[c] == last]
+        groups.append((SUBFED_ID - int(k), average_models([store[c] for c in active],
+                                                          [sizes.get(c, 1) for c in active])))
+    ids = [i for i, _ in groups] if which in ("subfed", "both") else []
+    models = [m for _, m in groups] if which in ("subfed", "both") else []
+    if which in ("global", "both"):
+        ids.append(GLOBAL_ID)
+        models.append(average_models([m for _, m in groups]))
+    return ids, models

@@ -173,7 +173,10 @@ def plot_affinity(run_dir: str | Path, rounds: Sequence[int], out_path: str | Pa
 
 
 def client_weight_series(run_dir: str | Path, client: int) -> dict[int, tuple[list[int], list[float]]]:
-    """Client ``client``'s raw weights to each other client: ``n -> (rounds, weights)`` from clients.csv."""
+    """Client ``client``'s raw weights to each other client: ``n -> (rounds, weights)`` from clients.csv.
+
+    Server-made averages (negative ids, ``method.extra_candidates``) are left out.
+    """
     series: dict[int, tuple[list[int], list[float]]] = {}
     with (Path(run_dir) / "clients.csv").open(newline="") as f:
         for row in csv.DictReader(f):
@@ -185,7 +188,7 @@ def client_weight_series(run_dir: str | Path, client: int) -> dict[int, tuple[li
                 raise ValueError(f"clients.csv round {row['round']} client {client}: "
                                  f"{len(ids)} candidate ids but {len(weights)} weights")
             for n, w in zip(ids, weights, strict=True):
-                if n != client:
+                if n != client and n >= 0:
                     rs, ws = series.setdefault(int(n), ([], []))
                     rs.append(int(row["round"]))
                     ws.append(float(w))

@@ -129,11 +129,17 @@ def partition_label(s: dict) -> str:
     return label
 
 
+def method_label(s: dict) -> str:
+    """The method, with the authors' options it ran with, e.g. ``fedfomo (affinity_norm=abs_sum)``."""
+    extra = s.get("authors_options")
+    return f"{s['method']} ({extra})" if extra else str(s["method"])
+
+
 def markdown_table(summaries: list[dict]) -> str:
     """Group runs by (dataset and test split, partition, clients, method, M, scale); mean over seeds."""
     groups: dict[tuple, list[dict]] = {}
     for s in summaries:
-        key = (dataset_label(s), partition_label(s), s["num_clients"], s.get("participation", 1.0), s["method"],
+        key = (dataset_label(s), partition_label(s), s["num_clients"], s.get("participation", 1.0), method_label(s),
                s.get("num_models"), scale_note(s))
         groups.setdefault(key, []).append(s)
     lines = [

@@ -131,7 +131,10 @@ class RunRecorder:
         atomic_save_npy(self.out_dir / name / f"round_{server_round:03d}.npy", matrix)
 
     def resume(self, upto: int) -> None:
-        """Continue a run whose rounds 1..``upto`` are done: cut the result files back to them."""
+        """Continue a run whose rounds 1..``upto`` are done: cut the result files back to them.
+
+        ``upto`` is 0 or -1 when nothing is done (-1: a warm-up round 0 was planned and its rows go too).
+        """
         kept = _truncate_csv(self.out_dir / "rounds.csv", upto)
         self.rounds = [{k: (float(v) if k not in ("round", "num_clients", "failed_ids") and v not in ("", None)
                             else v) for k, v in row.items()} for row in kept]
@@ -144,7 +147,7 @@ class RunRecorder:
         if path.exists():
             history = {k: v for k, v in json.loads(path.read_text()).items() if int(k) <= upto}
             atomic_write_text(path, json.dumps(history))
-        self.bar.update(upto)
+        self.bar.update(max(upto, 0))
 
     def log_affinity(self, server_round: int, affinity: np.ndarray) -> None:
         """Save FedFomo's P after ``server_round`` as ``affinity/round_NNN.npy``."""

@@ -223,7 +223,8 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         write_status(out_dir, status="running", round=0, num_rounds=int(cfg.num_rounds), started=now(), ended=None,
                      attempt=1, git_commit=commit, reason=None, resume_command=resume_command(out_dir))
     attempt = int((read_status(out_dir) or {}).get("attempt", 1))
-    done = 0
+    # -1: nothing done yet and a warm-up round 0 to run first (FedFomo's method.warmup_epochs)
+    done = -1 if strategy.warmup_round else 0
     if attempt > 1:  # a resume: continue after the last checkpointed round
         saved = checkpoint.load_server(out_dir)
         if saved is not None:

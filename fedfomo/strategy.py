@@ -60,8 +60,13 @@ class PersonalizedStrategy(Strategy):
         from what the clients report (:func:`fedfomo.server.discover_partitions`).
     work : dict of int to int
         Client id -> its number of training examples; messages are sent largest first.
+    warmup_round : bool
+        When True, the round loop runs a round 0 before round 1, in which every client takes
+        part whatever ``participation`` is (FedFomo's ``method.warmup_epochs``); default False.
 
     """
+
+    warmup_round = False
 
     def __init__(self, *, num_clients: int, num_rounds: int, participation: float, seed: int,
                  initial_weights: Weights, recorder: RunRecorder) -> None:
@@ -142,7 +147,10 @@ class PersonalizedStrategy(Strategy):
         self._round_start = time.perf_counter()
         self._download_bytes = 0
         planned = {}
-        for cid in sample_clients(self.num_clients, self.participation, server_round, self.seed):
+        # round 0, a method's warm-up round (warmup_round), takes every client
+        cids = range(self.num_clients) if server_round == 0 else sample_clients(
+            self.num_clients, self.participation, server_round, self.seed)
+        for cid in cids:
             planned[cid] = self.download(cid, server_round)
             self._download_bytes += sum(w.nbytes for w in planned[cid][0])
         return self._encode(planned, "train", server_round)

@@ -98,6 +98,8 @@ def paper_cell(s: dict) -> CellKey | None:
         return None
     split = s.get("test_split")
     variant = "" if split in (None, "official") else str(split)
+    if s.get("authors_options"):  # FedFomo with options of the authors' code: never in a default run's cell
+        variant = ", ".join(v for v in (variant, f"authors options {s['authors_options']}") if v)
     ds, part, n = s.get("dataset"), s.get("partition"), s.get("num_clients")
     if part == "pathological" and ds in ("mnist", "cifar10") and n in (15, 100):
         return CellKey("table1", (ds, n), row, scale_of(s), variant)

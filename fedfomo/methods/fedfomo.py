@@ -5,10 +5,25 @@ schedule, P update) is :mod:`fedfomo.fomo`; here are its client (evaluate the do
 candidates on the validation split, weight, merge) and its server (a store of every client's
 latest upload and the affinity matrix P). Settings: ``method.num_models`` (M, own model
 included), ``method.epsilon``, ``method.epsilon_decay``, ``method.distance``.
+
+Where the authors' code differs from what we do by default, the options below switch to their
+way (EXTENDED_README.md, "Differences from the authors' code"); the defaults change nothing:
+
+- ``method.warmup_epochs`` (0): > 0 adds a round 0 before round 1 in which every client trains
+  that many epochs from the common initial model and uploads, with no candidates (the authors'
+  round 0 with partial participation, 1 epoch); not counted in ``num_rounds``.
+- ``method.affinity_norm`` (``none``): ``abs_sum`` divides the weights added to P by ``|sum w|``
+  (:func:`fedfomo.fomo.affinity_increments`).
+- ``method.extra_candidates`` (``none``): ``subfed`` / ``global`` / ``both`` also sends every
+  client the averages of the sub-federations found by spectral clustering of P
+  (``method.num_subfederations`` of them; null: the latent partition's D) and / or their mean
+  (:func:`fedfomo.fomo.server_averages`); they are weighted and merged like the other
+  candidates but add nothing to P.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -17,7 +32,7 @@ from omegaconf import DictConfig
 from fedfomo import fomo
 from fedfomo.checkpoint import unpack
 from fedfomo.client import BaseClient
-from fedfomo.config import check_choice, check_float, check_int, require
+from fedfomo.config import ConfigError, check_choice, check_float, check_int, require
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
 from fedfomo.methods import Method
 from fedfomo.strategy import PersonalizedStrategy, Weights
@@ -31,6 +46,23 @@ class FedFomoClient(BaseClient):
     start of this client's previous round (before local training), kept in client state; before
     the first federated update it is the common initial model.
     """
+
+    def fit(self, parameters, config):
+        """A round as :class:`BaseClient`'s; in the warm-up round (``method.warmup_epochs``) with that many epochs.
+
+        The server sends ``warmup_epochs`` > 0 only in round 0, with the initial model and no
+        candidates: the client evaluates it, trains ``warmup_epochs`` epochs (learning rate of
+        round 1) and uploads; its baseline stays the initial model, as after round 1 without warm-up.
+        """
+        warmup = int(config.get("warmup_epochs", 0))
+        if warmup <= 0:
+            return super().fit(parameters, config)
+        settings = self.s
+        self.s = dataclasses.replace(settings, local_epochs=warmup)
+        try:
+            return super().fit(parameters, config)
+        finally:
+            self.s = settings
 
     def personalize(self, parameters, config, commit):  # noqa: D102
         ids = decode_ids(str(config.get("candidate_ids", "")))
@@ -72,16 +104,32 @@ class FedFomoStrategy(PersonalizedStrategy):
         M, models downloaded per client, own included.
     epsilon, epsilon_decay : float
         Exploration schedule, see :func:`fedfomo.fomo.epsilon_at`.
+    warmup_epochs : int
+        > 0: a round 0 in which every client trains this many epochs and uploads (no candidates).
+    affinity_norm : str
+        How weights are scaled before they are added to P (:data:`fedfomo.fomo.AFFINITY_NORMS`).
+    extra_candidates : str
+        Server-made averages sent besides the M models (:data:`fedfomo.fomo.EXTRA_CANDIDATES`).
+    num_subfederations : int
+        Sub-federations the extra candidates are computed over.
     **kwargs
         See :class:`PersonalizedStrategy`.
 
     """
 
-    def __init__(self, *, num_models: int, epsilon: float, epsilon_decay: float, **kwargs) -> None:
+    def __init__(self, *, num_models: int, epsilon: float, epsilon_decay: float, warmup_epochs: int = 0,
+                 affinity_norm: str = "none", extra_candidates: str = "none", num_subfederations: int = 1,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_models = num_models
         self.epsilon = epsilon
         self.epsilon_decay = epsilon_decay
+        self.warmup_epochs = warmup_epochs
+        self.warmup_round = warmup_epochs > 0  # the round loop runs round 0 first
+        self.affinity_norm = affinity_norm
+        self.extra_candidates = extra_candidates
+        self.num_subfederations = num_subfederations
+        self._extras: tuple[int, list[int], list[Weights]] | None = None  # (round, ids, models), computed once a round
         self.store: dict[int, Weights] = {}
         self.store_round: dict[int, int] = {}  # round of each stored upload (names its checkpoint blob)
         self.affinity = np.eye(self.num_clients)
@@ -95,22 +143,43 @@ class FedFomoStrategy(PersonalizedStrategy):
         return self._rng
 
     def download(self, cid, server_round):  # noqa: D102
+        if server_round == 0 and self.warmup_round:
+            return self.global_weights, {"candidate_ids": "", "warmup_epochs": self.warmup_epochs}
         if not self.store:
             return self.global_weights, {"candidate_ids": ""}
         eps = fomo.epsilon_at(self.epsilon, self.epsilon_decay, server_round)
         ids = fomo.select_candidates(self.affinity[cid], cid, sorted(self.store), self.num_models, eps,
                                      self._rng_for(server_round))
-        return concat_models([self.store[j] for j in ids]), {"candidate_ids": encode_ids(ids)}
+        models = [self.store[j] for j in ids]
+        extra_ids, extra_models = self.extras(server_round)
+        return concat_models(models + extra_models), {"candidate_ids": encode_ids(ids + extra_ids)}
+
+    def extras(self, server_round: int) -> tuple[list[int], list[Weights]]:
+        """The server-made averages every client receives this round (``method.extra_candidates``).
+
+        Computed once a round from P and the store as they are before the round (the authors
+        compute them at the end of the previous round, from the same P and uploads).
+        """
+        if self.extra_candidates == "none":
+            return [], []
+        if self._extras is None or self._extras[0] != server_round:
+            labels = fomo.subfederation_labels(self.affinity, self.num_subfederations, self.seed)
+            ids, models = fomo.server_averages(labels, self.store, self.store_round, self.work,
+                                               self.extra_candidates)
+            self._extras = (server_round, ids, models)
+        return self._extras[1], self._extras[2]
 
     def aggregate(self, server_round, uploads):  # noqa: D102
         for cid in sorted(uploads):
             metrics = uploads[cid].metrics
             ids = decode_ids(str(metrics.get("candidate_ids", "")))
             if ids:
-                self.affinity = fomo.update_affinity(self.affinity, cid, ids, decode_floats(str(metrics["weights"])))
+                self.affinity = fomo.update_affinity(self.affinity, cid, ids, decode_floats(str(metrics["weights"])),
+                                                     self.affinity_norm)
         for cid, up in uploads.items():
             self.store[cid] = up.weights
             self.store_round[cid] = server_round
+        self._extras = None
 
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_affinity(server_round, self.affinity)
@@ -125,6 +194,7 @@ class FedFomoStrategy(PersonalizedStrategy):
 
     def restore_state(self, arrays, meta):  # noqa: D102
         super().restore_state(arrays, meta)
+        self._extras = None
         self.affinity = np.array(arrays["affinity"])
         if "store" in meta:  # checkpoints written before the store moved to blobs
             self.store = {int(cid): unpack(arrays, f"store/{cid}") for cid in meta["store"]}
@@ -135,19 +205,80 @@ class FedFomoStrategy(PersonalizedStrategy):
 
 
 def validate(cfg: DictConfig) -> None:
-    """M in 1..num_clients, epsilon and its decay in [0, 1], a known distance."""
+    """M in 1..num_clients, epsilon and its decay in [0, 1], a known distance, the authors' options."""
     check_int("method.num_models", require(cfg, "method.num_models"), 1, int(cfg.num_clients))
     check_float("method.epsilon", require(cfg, "method.epsilon"), 0.0, 1.0)
     check_float("method.epsilon_decay", require(cfg, "method.epsilon_decay"), 0.0, 1.0)
     check_choice("method.distance", require(cfg, "method.distance"), fomo.DISTANCES)
+    validate_authors_options(cfg)
+
+
+#: the authors' options and their defaults (a key missing from an older config.yaml means its default)
+AUTHORS_DEFAULTS = {"warmup_epochs": 0, "affinity_norm": "none", "extra_candidates": "none",
+                    "num_subfederations": None}
+
+
+def _option(cfg: DictConfig, key: str):
+    return cfg.method.get(key, AUTHORS_DEFAULTS[key])
+
+
+def validate_authors_options(cfg: DictConfig, extras: bool = True) -> None:
+    """Check ``method.warmup_epochs``, ``method.affinity_norm`` and, with ``extras``, the extra candidates.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key and the allowed values.
+
+    """
+    check_int("method.warmup_epochs", _option(cfg, "warmup_epochs"), 0)
+    check_choice("method.affinity_norm", _option(cfg, "affinity_norm"), fomo.AFFINITY_NORMS)
+    if not extras:
+        return
+    check_choice("method.extra_candidates", _option(cfg, "extra_candidates"), fomo.EXTRA_CANDIDATES)
+    groups = _option(cfg, "num_subfederations")
+    if groups is not None:
+        check_int("method.num_subfederations", groups, 1, int(cfg.num_clients))
+    elif _option(cfg, "extra_candidates") != "none" and cfg.partition.name != "latent":
+        raise ConfigError(f"method.num_subfederations=null means the latent partition's D, but partition="
+                          f"{cfg.partition.name}; allowed: an integer 1..{int(cfg.num_clients)}, or partition=latent")
+
+
+def num_subfederations(cfg: DictConfig) -> int:
+    """``method.num_subfederations``, or the latent partition's D when it is null (the authors' choice); else 1."""
+    groups = _option(cfg, "num_subfederations")
+    if groups is not None:
+        return int(groups)
+    return int(cfg.partition.num_distributions) if cfg.partition.name == "latent" else 1
+
+
+def authors_options(cfg: DictConfig, extras: bool = True) -> dict:
+    """The strategy's keyword arguments of the authors' options (their defaults where unset)."""
+    opts = {"warmup_epochs": int(_option(cfg, "warmup_epochs")), "affinity_norm": str(_option(cfg, "affinity_norm"))}
+    if extras:
+        opts.update(extra_candidates=str(_option(cfg, "extra_candidates")), num_subfederations=num_subfederations(cfg))
+    return opts
+
+
+def authors_facts(cfg: DictConfig, extras: bool = True) -> dict:
+    """``{"authors_options": "key=value, ..."}`` naming the options set away from their defaults, else ``{}``.
+
+    summary.json records it and :mod:`fedfomo.report` keeps such runs in rows of their own.
+    """
+    changed = [f"{k}={v}" for k, v in authors_options(cfg, extras).items()
+               if k != "num_subfederations" and v != AUTHORS_DEFAULTS[k]]
+    if changed and extras and _option(cfg, "extra_candidates") != "none":
+        changed.append(f"num_subfederations={num_subfederations(cfg)}")
+    return {"authors_options": ", ".join(changed)} if changed else {}
 
 
 def strategy_options(cfg: DictConfig) -> dict:
-    """M and the exploration schedule."""
+    """M, the exploration schedule and the authors' options."""
     return {"num_models": int(cfg.method.num_models), "epsilon": float(cfg.method.epsilon),
-            "epsilon_decay": float(cfg.method.epsilon_decay)}
+            "epsilon_decay": float(cfg.method.epsilon_decay), **authors_options(cfg)}
 
 
 METHOD = Method(name="fedfomo", client=FedFomoClient, strategy=FedFomoStrategy, validate=validate,
-                strategy_options=strategy_options, facts=lambda cfg: {"num_models": int(cfg.method.num_models)},
+                strategy_options=strategy_options,
+                facts=lambda cfg: {"num_models": int(cfg.method.num_models), **authors_facts(cfg)},
                 reference="Zhang et al., ICLR 2021; NVlabs/FedFomo")

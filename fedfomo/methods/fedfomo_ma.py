@@ -16,7 +16,12 @@ Where the authors' code (NVlabs/FedFomo) differs (``shared/docs/METHOD_NOTES.md`
 all of the round's clients weighted by train size for the "all" model, divides each loss
 difference by the L1 distance between the leave-one-out average and that model, normalises the
 P update by ``|sum w|``, and falls back to the federation average when no weight is positive.
-We follow the paper; the authors' choices are not offered as options yet.
+We follow the paper. Of the authors' choices, two that FedFomo-MA shares with FedFomo are
+options (defaults off): ``method.warmup_epochs`` (a round 0 of local training) and
+``method.affinity_norm=abs_sum`` (the P update divided by ``|sum w|``); see
+:mod:`fedfomo.methods.fedfomo`. The authors' sub-federation / global extra candidates do not
+exist for their MA variant (their ``model_avg`` baseline leaves them out), so they are not
+offered here.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ from omegaconf import DictConfig
 
 from fedfomo.config import check_float, check_int, require
 from fedfomo.methods import Method
-from fedfomo.methods.fedfomo import FedFomoClient, FedFomoStrategy
+from fedfomo.methods.fedfomo import (
+    FedFomoClient,
+    FedFomoStrategy,
+    authors_facts,
+    authors_options,
+    validate_authors_options,
+)
 from fedfomo.strategy import Weights
 
 
@@ -81,17 +92,19 @@ def _num_models(cfg: DictConfig) -> int:
 
 
 def validate(cfg: DictConfig) -> None:
-    """M null (every uploaded model) or in 1..num_clients; epsilon and its decay in [0, 1]."""
+    """M null (every uploaded model) or in 1..num_clients; epsilon and its decay in [0, 1]; warm-up, P normaliser."""
     if cfg.method.get("num_models") is not None:
         check_int("method.num_models", cfg.method.num_models, 1, int(cfg.num_clients))
     check_float("method.epsilon", require(cfg, "method.epsilon"), 0.0, 1.0)
     check_float("method.epsilon_decay", require(cfg, "method.epsilon_decay"), 0.0, 1.0)
+    validate_authors_options(cfg, extras=False)
 
 
 METHOD = Method(
     name="fedfomo_ma", client=FedFomoMAClient, strategy=FedFomoStrategy, validate=validate,
     strategy_options=lambda cfg: {"num_models": _num_models(cfg), "epsilon": float(cfg.method.epsilon),
-                                  "epsilon_decay": float(cfg.method.epsilon_decay)},
-    facts=lambda cfg: {"num_models": _num_models(cfg)},
+                                  "epsilon_decay": float(cfg.method.epsilon_decay),
+                                  **authors_options(cfg, extras=False)},
+    facts=lambda cfg: {"num_models": _num_models(cfg), **authors_facts(cfg, extras=False)},
     reference="Zhang et al., ICLR 2021, Appendix A.4 (Eq. 14)",
 )
