@@ -1,4 +1,8 @@
-"""Tables of saved results: ``python -m fedfomo.report results/table1_mnist [more dirs]``.
+"""Tables of saved results: ``python -m fedfomo.report [FOLDER...] [--readme README.md] [--flat]``.
+
+By default every paper table (:mod:`fedfomo.tables`) from the runs below ``results/``: each cell
+ours (mean +- std over seeds) beside the paper's, marked where ours lies outside the paper's
+spread; ``--readme`` writes them into the README between markers. ``--flat``: the table below.
 
 Reads every ``summary.json`` below the given folders and prints a markdown table with the final
 personalized accuracy (mean +- std over clients, in %), the partition's EMD twice (ours, the 1-D
@@ -166,18 +170,52 @@ def markdown_table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def enriched(summaries: list[dict]) -> list[dict]:
+    """Each summary with what :mod:`fedfomo.tables` reads from its run's config.yaml."""
+    from omegaconf import OmegaConf
+
+    from fedfomo.tables import enrich
+
+    out = []
+    for s in summaries:
+        path = Path(s.get("run_dir", "")) / "config.yaml"
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
+        out.append(enrich(s, cfg))  # type: ignore[arg-type]
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Print the markdown table of the runs below the given folders."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="+", type=Path)
+    """Print the paper's tables (or ``--flat``: one row per setting) from the runs below the folders."""
+    from fedfomo.tables import build_tables, render, write_into
+
+    parser = argparse.ArgumentParser(prog="python -m fedfomo.report", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="*", type=Path, default=[Path("results")],
+                        help="folders searched for summary.json (default: results)")
+    parser.add_argument("--flat", action="store_true", help="one row per setting instead of the paper's tables")
+    parser.add_argument("--readme", type=Path, help="write each table into this file between "
+                        "<!-- report:NAME --> and <!-- /report:NAME --> markers")
     args = parser.parse_args(argv)
     summaries = load_summaries(args.folders)
     if not summaries:
         parser.error(f"no summary.json below {', '.join(map(str, args.folders))}")
-    print(markdown_table(summaries))
     hw = {s.get("hardware") for s in summaries if s.get("hardware")}
     commits = {s.get("git_commit") for s in summaries if s.get("git_commit")}
-    print(f"\nhardware: {'; '.join(sorted(hw))}\ncommits: {', '.join(sorted(commits))}")
+    footer = (f"hardware: {'; '.join(sorted(hw))}\n{len(summaries)} runs from {len(commits)} commits "
+              f"(each run's commit is in its summary.json)")
+    if args.flat:
+        print(markdown_table(summaries))
+        print("\n" + footer)
+        return
+    tables = render(build_tables(enriched(summaries)))
+    if args.readme:
+        text, missing = write_into(args.readme.read_text(), tables)
+        args.readme.write_text(text)
+        print(f"{args.readme}: {len(tables) - len(missing)} table(s) written"
+              + (f"; no markers for: {', '.join(missing)}" if missing else ""))
+        return
+    for name, md in tables.items():
+        print(f"<!-- report:{name} -->\n{md}\n<!-- /report:{name} -->\n")
+    print(footer)
 
 
 if __name__ == "__main__":

@@ -81,9 +81,9 @@ def _row(s: dict) -> str | None:
 
 
 def _dp_sigma(s: dict) -> float | None:
-    dp = s.get("dp")
-    if isinstance(dp, dict):
-        return float(dp.get("noise_multiplier", 0.0)) if dp.get("enabled") else None
+    dp = s.get("dp")  # summary.json: the DP settings when DP-SGD ran, else null
+    if isinstance(dp, dict) and dp.get("enabled", True):
+        return float(dp.get("noise_multiplier", 0.0))
     return None
 
 

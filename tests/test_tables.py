@@ -48,3 +48,20 @@ def test_render_marks_outside_the_papers_spread_and_writes_between_markers():
     text, missing = write_into(f"a\n<!-- report:{name} -->\nold\n<!-- /report:{name} -->\nb", {name: md})
     assert missing == [] and "old" not in text and md in text and text.startswith("a\n") and text.endswith("\nb")
     assert write_into("nothing", {name: md})[1] == [name]
+
+
+def test_report_writes_the_tables_into_the_readme(tmp_path, capsys):
+    import json
+
+    from fedfomo.report import main
+
+    run = tmp_path / "results" / "x" / "fedfomo_s0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps(_s(final_mean_acc=0.9)))
+    (run / "config.yaml").write_text("val_ratio: 0.2\noptim:\n  lr: 0.1\ndataset:\n  lr: 0.1\n")
+    readme = tmp_path / "README.md"
+    name = "table2_samples_per_client1000"
+    readme.write_text(f"# x\n<!-- report:{name} -->\n<!-- /report:{name} -->\n")
+    main([str(tmp_path / "results"), "--readme", str(readme)])
+    assert "90.00 ± 0.00 (1) † / 85.05 ± 0.13" in readme.read_text()
+    assert "1 table(s) written; no markers for: table4_samples_per_client1000" in capsys.readouterr().out
