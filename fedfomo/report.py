@@ -170,6 +170,20 @@ def markdown_table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# The folders of results/ that feed the README's paper tables: every `table*` experiment and the
+# comparison-method runs on MNIST. Left out on purpose: diagnostics and variants (divergence,
+# checkpoint overhead, Flower path timing, a rerun after a refactor, pFedMe from the global model,
+# MOCHA's lambda sweep), which would otherwise share cells with the runs they were compared to.
+README_RESULTS = ("methods_mnist_spc500", "methods_mnist_spc500_new_methods", "methods_mnist_spc500_mocha_pfedhn",
+                  "methods_mnist_spc500_pfedhn")
+
+
+def readme_results(root: Path = Path("results")) -> list[Path]:
+    """``results/table*`` and :data:`README_RESULTS`, those that exist."""
+    return sorted(p for p in root.glob("table*") if p.is_dir()) + [root / n for n in README_RESULTS
+                                                                    if (root / n).is_dir()]
+
+
 def enriched(summaries: list[dict]) -> list[dict]:
     """Each summary with what :mod:`fedfomo.tables` reads from its run's config.yaml."""
     from omegaconf import OmegaConf
@@ -189,13 +203,14 @@ def main(argv: list[str] | None = None) -> None:
     from fedfomo.tables import build_tables, render, write_into
 
     parser = argparse.ArgumentParser(prog="python -m fedfomo.report", description=__doc__.splitlines()[0])
-    parser.add_argument("folders", nargs="*", type=Path, default=[Path("results")],
-                        help="folders searched for summary.json (default: results)")
+    parser.add_argument("folders", nargs="*", type=Path,
+                        help="folders searched for summary.json (default: the paper experiments in results/, "
+                             "see README_RESULTS)")
     parser.add_argument("--flat", action="store_true", help="one row per setting instead of the paper's tables")
     parser.add_argument("--readme", type=Path, help="write each table into this file between "
                         "<!-- report:NAME --> and <!-- /report:NAME --> markers")
     args = parser.parse_args(argv)
-    summaries = load_summaries(args.folders)
+    summaries = load_summaries(args.folders or readme_results())
     if not summaries:
         parser.error(f"no summary.json below {', '.join(map(str, args.folders))}")
     hw = {s.get("hardware") for s in summaries if s.get("hardware")}
