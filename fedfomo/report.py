@@ -194,7 +194,9 @@ def enriched(summaries: list[dict]) -> list[dict]:
     for s in summaries:
         path = Path(s.get("run_dir", "")) / "config.yaml"
         cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
-        out.append(enrich(s, cfg))  # type: ignore[arg-type]
+        row = enrich(s, cfg)  # type: ignore[arg-type]
+        row["emd_authors"] = authors_emd_of(s)  # recomputed from partition.json for older runs
+        out.append(row)
     return out
 
 

@@ -47,6 +47,8 @@ class Cell:
     seeds: list[int] = field(default_factory=list)
     eps: list[float] = field(default_factory=list)  # DP epsilon per seed
     wall_s: list[float] = field(default_factory=list)
+    emd_authors: list[float] = field(default_factory=list)  # the paper's measure (fedfomo.emd)
+    emd_ours: list[float] = field(default_factory=list)  # our 1-D Wasserstein over class indices
 
     @property
     def mean(self) -> float:
@@ -161,6 +163,10 @@ def build_tables(summaries: list[dict]) -> dict[CellKey, Cell]:
             if s.get("dp_epsilon_max") is not None:
                 cell.eps.append(float(s["dp_epsilon_max"]))
             cell.wall_s.append(float(s.get("wall_time_s") or 0.0))
+            if s.get("emd_authors") is not None:
+                cell.emd_authors.append(float(s["emd_authors"]))
+            if s.get("emd") is not None:
+                cell.emd_ours.append(float(s["emd"]))
     return cells
 
 
@@ -242,9 +248,26 @@ def render(cells: dict[CellKey, Cell]) -> dict[str, str]:
                 theirs = _fmt(acc) + (f", eps {_fmt(eps)}" if eps else "")
                 texts.append(f"{ours} / {theirs}")
             lines.append(f"| {NAMES[r]} | " + " | ".join(texts) + " |")
+        lines.append("")
+        lines.append(_footer(table, cols, group))
         name = f"{table}_{scale}_{variant}".replace(" ", "").replace(",", "_").replace("=", "").strip("_")
         out[name] = "\n".join(lines)
     return out
+
+
+def _footer(table: str, cols: list, group: list[Cell]) -> str:
+    """EMD of each column (the authors' measure and ours) and the wall time of one run."""
+    parts = []
+    for col in cols:
+        cells = [c for c in group if c.key.column == col]
+        authors = [v for c in cells for v in c.emd_authors]
+        ours = [v for c in cells for v in c.emd_ours]
+        emd = (f"EMD {np.mean(authors):.2f} (authors') / {np.mean(ours):.2f} (ours, W1)" if authors and ours
+               else f"EMD {np.mean(ours):.2f} (ours, W1)" if ours else "EMD -")
+        parts.append(f"{_column_label(table, col)}: {emd}")
+    walls = [w / 60 for c in group for w in c.wall_s if w]
+    wall = f"; one run took {min(walls):.1f}-{max(walls):.1f} min" if walls else ""
+    return "Per column: " + "; ".join(parts) + wall + " (2-core CPU, see each run's summary.json)."
 
 
 def write_into(readme: str, tables: dict[str, str]) -> tuple[str, list[str]]:
