@@ -5,7 +5,7 @@ For every setting asked for (the product of ``--clients`` and ``--num-models``),
 takes round 2's time (its wall time in ``rounds.csv`` plus the server's checkpoint after it);
 then runs the floor (:mod:`floor`) on the same clients with the same passes, in the same session;
 prints both, their ratio and the framework's cost per sampled client, appends a CSV row and,
-with ``--plot``, draws time per round against clients and against M.
+``--plot`` draws time per round against clients and against M from two such CSV files.
 
     python benchmarks/round_time.py --clients 15 --num-models 5 --csv benchmarks/results/round_time.csv
     python benchmarks/round_time.py --clients 100 --participation 0.1 --num-models 1 5 10 20 \
@@ -33,7 +33,7 @@ from floor import floor_round, parser
 
 FIELDS = ("date", "host_cpu", "dataset", "model", "method", "clients", "participation", "sampled", "num_models",
           "epochs", "samples_per_client", "workers", "harness_round_s", "floor_round_s", "ratio",
-          "framework_ms_per_client", "peak_rss_gib", "extra")
+          "framework_ms_per_client", "peak_used_gib", "extra")
 FOMO = ("fedfomo", "fedfomo_ma")
 
 
@@ -126,34 +126,33 @@ def check(args) -> None:
             raise SystemExit(f"error: {e}") from None
 
 
-def plot(rows: list[dict], path: Path) -> None:
-    """Time per round against clients (M fixed) and against M (clients fixed): harness and floor."""
+def plot(clients_rows: list[dict], m_rows: list[dict], path: Path) -> None:
+    """Time per round, harness and floor: against clients (left, ``clients_rows``) and M (right, ``m_rows``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, other in ((axes[0], "clients", "num_models"), (axes[1], "num_models", "clients")):
-        groups: dict[str, list[dict]] = {}
-        for r in rows:
-            groups.setdefault(f"{other}={r[other]}", []).append(r)
-        for label, group in groups.items():
-            rs = sorted(group, key=lambda r: int(r[key]))
-            if len({int(r[key]) for r in rs}) < 2:
-                continue
-            xs = [int(r[key]) for r in rs]
-            ax.plot(xs, [float(r["harness_round_s"]) for r in rs], "o-", label=f"harness, {label}")
-            ax.plot(xs, [float(r["floor_round_s"]) for r in rs], "s--", label=f"floor, {label}")
-        ax.set_xlabel("clients" if key == "clients" else "M (models downloaded per client)")
-        ax.set_ylabel("seconds per round")
-        ax.set_xscale("log" if key == "clients" else "linear")
+    for ax, unsorted, key in ((axes[0], clients_rows, "clients"), (axes[1], m_rows, "num_models")):
+        rows = sorted(unsorted, key=lambda r: int(r[key]))
+        xs = [int(r[key]) for r in rows]
+        ax.plot(xs, [float(r["harness_round_s"]) for r in rows], "o-", label="harness (python -m fedfomo.main)")
+        ax.plot(xs, [float(r["floor_round_s"]) for r in rows], "s--", label="bare-PyTorch floor, same passes")
+        for x, r in zip(xs, rows):
+            ax.annotate(f"{float(r['ratio']):.2f}x", (x, float(r["harness_round_s"])), textcoords="offset points",
+                        xytext=(0, 6), ha="center", fontsize=7)
+        ax.set_ylabel("seconds per round (round 2)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_title("Round time vs clients")
-    axes[1].set_title("Round time vs M")
-    fig.suptitle(f"FedFomo round through fedfomo.main vs bare-PyTorch floor ({rows[-1]['host_cpu']}, "
-                 f"{rows[-1]['workers']} workers)", fontsize=9)
+    r0, r1 = clients_rows[0], m_rows[0]
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("clients (15: all take part; 100, 1000: 10% per round)")
+    axes[0].set_title(f"vs clients (M={r0['num_models']}, full MNIST)")
+    axes[1].set_xlabel("M (models downloaded per client)")
+    axes[1].set_title(f"vs M ({r1['clients']} clients, all take part, samples_per_client={r1['samples_per_client']})")
+    fig.suptitle(f"FedFomo round, MNIST, McMahan CNN, E=5: harness vs floor ({r0['host_cpu']}, {r0['workers']} "
+                 f"one-thread workers; label = harness/floor)", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -165,8 +164,13 @@ def main() -> None:
     p.add_argument("--method", default="fedfomo")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra override")
     p.add_argument("--csv", default=None, help="append the results to this CSV file")
-    p.add_argument("--plot", default=None, help="draw every row of --csv (with this run's) into this PNG")
+    p.add_argument("--plot", nargs=3, default=None, metavar=("CLIENTS_CSV", "M_CSV", "PNG"),
+                   help="draw a clients sweep and an M sweep (CSV files of earlier runs) into PNG, and stop")
     args = p.parse_args()
+    if args.plot:
+        clients_csv, m_csv, png = args.plot
+        plot(list(csv.DictReader(open(clients_csv))), list(csv.DictReader(open(m_csv))), Path(png))
+        return
     check(args)
     rows = []
     for clients in args.clients:
@@ -182,11 +186,11 @@ def main() -> None:
                    "workers": args.workers, "harness_round_s": round(harness, 3), "floor_round_s": round(floor, 3),
                    "ratio": round(harness / floor, 3),
                    "framework_ms_per_client": round(1000 * (harness - floor) / sampled, 1),
-                   "peak_rss_gib": round(rss, 2), "extra": " ".join(args.set)}
+                   "peak_used_gib": round(rss, 2), "extra": " ".join(args.set)}
             rows.append(row)
             print(f"clients {clients} M {m}: harness {harness:.2f} s | floor {floor:.2f} s | ratio "
                   f"{harness / floor:.3f} | framework {row['framework_ms_per_client']} ms per sampled client | "
-                  f"peak RSS {rss:.2f} GiB", flush=True)
+                  f"peak memory used {rss:.2f} GiB", flush=True)
             if args.csv:
                 path = Path(args.csv)
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,9 +200,6 @@ def main() -> None:
                     if new:
                         w.writeheader()
                     w.writerow(row)
-    if args.plot:
-        every = list(csv.DictReader(Path(args.csv).open())) if args.csv else rows
-        plot(every, Path(args.plot))
 
 
 if __name__ == "__main__":
