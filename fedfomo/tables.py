@@ -106,8 +106,6 @@ def paper_cell(s: dict) -> CellKey | None:
     if part == "pathological" and ds in ("mnist", "cifar10") and n in (15, 100):
         return CellKey("table1", (ds, n), row, scale_of(s), variant)
     if part == "latent" and n == 15:
-        if s.get("cluster_by") == "label":
-            variant = ", ".join(v for v in (variant, "label clusters") if v)
         return _latent_cell(s, row, scale_of(s), variant)
     return None
 
@@ -120,6 +118,8 @@ def _latent_cell(s: dict, row: str, scale: str, variant: str) -> CellKey | None:
     if shuffled:
         return CellKey("table3", ds, row, scale, variant) if d == 5 else None
     table = {"cifar10": "table2", "cifar100": "table5"}.get(str(ds))
+    if d == 10 and s.get("cluster_by") != "label":  # the paper's D=10 is the class labels (the authors' code)
+        d = "10 (K-Means)"
     return CellKey(table, d, row, scale, variant) if table else None
 
 
@@ -197,12 +197,20 @@ def cell_text(cell: Cell) -> str:
     return f"{cell.mean:.2f} ± {cell.std:.2f} ({len(cell.accs)}){mark}"
 
 
+def _column_order(col: object) -> tuple:
+    """Numbers first (D=2 < D=10), then labels such as "10 (K-Means)", then (dataset, ...) tuples."""
+    if isinstance(col, int):
+        return (0, col, "")
+    return (1, 0, str(col)) if isinstance(col, str) else (2, 0, str(col))
+
+
 def _column_label(table: str, col: object) -> str:
     if table == "table1":
         return f"{col[0]} {col[1]} clients"
     if table in ("table2", "table5"):
         emd = (paper.TABLE2_EMD if table == "table2" else paper.TABLE5_EMD).get(col)
-        return f"D={col}" + (f" (paper EMD {emd:.2f})" if emd is not None else "")
+        label = f"D={col}" + (" (class labels)" if col == 10 else "")
+        return label + (f" (paper EMD {emd:.2f})" if emd is not None else "")
     if table == "table3":
         return str(col)
     return f"{col[0]} sigma={col[1]:g}"
@@ -230,7 +238,7 @@ def render(cells: dict[CellKey, Cell]) -> dict[str, str]:
         groups.setdefault((key.table, key.scale, key.variant), []).append(cell)
     out = {}
     for (table, scale, variant), group in sorted(groups.items(), key=lambda kv: kv[0]):
-        cols = sorted({c.key.column for c in group}, key=str)
+        cols = sorted({c.key.column for c in group}, key=_column_order)
         rows = [m for m in METHOD_ORDER if any(c.key.row == m for c in group)]
         by = {(c.key.row, c.key.column): c for c in group}
         head = f"**{TITLES[table]}** ({scale}{', ' + variant if variant else ''}): ours = mean ± std over seeds " \

@@ -65,3 +65,12 @@ def test_report_writes_the_tables_into_the_readme(tmp_path, capsys):
     main([str(tmp_path / "results"), "--readme", str(readme)])
     assert "90.00 ± 0.00 (1) † / 85.05 ± 0.13" in readme.read_text()
     assert "1 table(s) written; no markers for: table4_samples_per_client1000" in capsys.readouterr().out
+
+
+def test_d10_label_clusters_is_the_papers_column_and_kmeans_d10_is_apart():
+    assert paper_cell(_s(num_distributions=10, cluster_by="label")).column == 10
+    assert paper_cell(_s(num_distributions=10, cluster_by="kmeans")).column == "10 (K-Means)"
+    cells = build_tables([_s(num_distributions=d, cluster_by="label" if d == 10 else "kmeans") for d in (10, 2, 5)])
+    md = render(cells)["table2_samples_per_client1000"]
+    header = md.split("\n")[2]
+    assert header.index("D=2 ") < header.index("D=5 ") < header.index("D=10 (class labels)")
