@@ -152,7 +152,10 @@ def send_windowed(grid: Grid, messages: Iterable[Message], window: int, timeout:
             if msg is None:
                 exhausted = True
                 break
-            pending.update(grid.push_messages([msg]))
+            ids = [str(i) for i in grid.push_messages([msg]) if i]
+            if not ids:  # the SuperLink did not store it: its reply would never come
+                raise RuntimeError(f"{where}: the SuperLink refused the message for node {msg.metadata.dst_node_id}")
+            pending.update(ids)
             sent += 1
         if exhausted and not pending:
             return replies

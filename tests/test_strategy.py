@@ -195,3 +195,13 @@ def test_store_checkpoint_writes_each_upload_once_and_drops_replaced_ones(tmp_pa
     for c in range(3):
         for a, b in zip(fresh.store[c], st.store[c]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_send_windowed_refused_message_is_an_error_not_a_silent_gap():
+    from fedfomo.server import send_windowed
+
+    grid = _FakeGrid()
+    grid.push_messages = lambda messages: []
+    msg = SimpleNamespace(metadata=SimpleNamespace(dst_node_id=17))
+    with pytest.raises(RuntimeError, match="round 2: the SuperLink refused the message for node 17"):
+        send_windowed(grid, iter([msg]), window=2, timeout=1, where="round 2", poll_s=0)
