@@ -85,16 +85,11 @@ def authors_emd_of(s: dict) -> float | None:
 
 
 def scale_note(s: dict) -> str:
-    """How a run differs from the paper's full scale (empty when it does not)."""
-    notes = []
-    if s.get("samples_per_client"):
-        notes.append(f"{s['samples_per_client']} samples/client")
-    full_rounds = 100 if s.get("num_clients", 15) >= 100 else 20
-    if s.get("num_rounds") != full_rounds:
-        notes.append(f"{s['num_rounds']} rounds")
-    if s.get("local_epochs", 5) != 5:
-        notes.append(f"E={s['local_epochs']}")
-    return "scaled down: " + ", ".join(notes) if notes else "full scale"
+    """How a run differs from the paper's full scale, e.g. ``scaled down: 500 samples/client``."""
+    from fedfomo.tables import scale_of
+
+    note = scale_of(s, "{} samples/client")
+    return note if note == "full scale" else f"scaled down: {note}"
 
 
 def paper_value(s: dict) -> float | None:

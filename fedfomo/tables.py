@@ -61,11 +61,14 @@ class Cell:
         return float(np.std(self.accs))
 
 
-def scale_of(s: dict) -> str:
-    """How a run differs from the paper's full scale ("full scale" when it does not)."""
+def scale_of(s: dict, samples_format: str = "samples_per_client={}") -> str:
+    """How a run differs from the paper's full scale ("full scale" when it does not).
+
+    ``samples_format`` writes the cap on local data (the report's flat table: ``"{} samples/client"``).
+    """
     notes = []
     if s.get("samples_per_client"):
-        notes.append(f"samples_per_client={s['samples_per_client']}")
+        notes.append(samples_format.format(s["samples_per_client"]))
     full_rounds = 100 if s.get("num_clients", 15) >= 100 else 20
     if s.get("num_rounds") != full_rounds:
         notes.append(f"{s.get('num_rounds')} rounds")
