@@ -58,13 +58,16 @@ def check_float(key: str, value: object, low: float, high: float, *, low_open: b
     return float(value)
 
 
-def validate_config(cfg: DictConfig) -> None:
+def validate_config(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
     """Check every setting of a run; raise :class:`ConfigError` on the first bad one.
 
     Parameters
     ----------
     cfg : DictConfig
         The composed Hydra configuration.
+    extra_keys : tuple of str
+        Top-level keys an entry point adds to a run's settings (e.g. ``python -m fedfomo.embed``'s
+        ``distributions``), accepted beside the run's own.
 
     """
     check_choice("dataset.name", cfg.dataset.name, DATASETS)
@@ -103,7 +106,7 @@ def validate_config(cfg: DictConfig) -> None:
         check_int("sim.num_cpus", cfg.sim.num_cpus, 1)
     method.validate(cfg)
     _validate_dp(cfg, method)
-    _check_unknown_keys(cfg)
+    _check_unknown_keys(cfg, extra_keys)
 
 
 def bf16_supported(gpu: bool = False) -> bool:
@@ -218,7 +221,7 @@ def _flat_keys(node: object, prefix: str = "") -> list[str]:
     return [prefix[:-1]]
 
 
-def _check_unknown_keys(cfg: DictConfig) -> None:
+def _check_unknown_keys(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
     """Every key must exist in ``conf/`` (config.yaml and the selected dataset/partition/method files).
 
     Hydra's ``+key=value`` adds keys that nothing reads; such a key is refused with its name.
@@ -232,7 +235,7 @@ def _check_unknown_keys(cfg: DictConfig) -> None:
         path = root / group / f"{cfg[group].name}.yaml"
         if path.exists():
             reference[group] = OmegaConf.load(path)
-    known = set(_flat_keys(OmegaConf.to_container(reference, resolve=False)))
+    known = set(_flat_keys(OmegaConf.to_container(reference, resolve=False))) | set(extra_keys)
     given = _flat_keys(OmegaConf.to_container(cfg, resolve=False))
     prefixes = {k.rsplit(".", 1)[0] for k in known if "." in k}
     for key in given:

@@ -24,6 +24,9 @@ from fedfomo.embeddings import (
 )
 from fedfomo.runconfig import conf_dir
 
+#: the entry point's own settings (conf/embed.yaml), beside a run's
+EXTRA_KEYS = ("distributions", "package")
+
 
 def main() -> None:
     """``python -m fedfomo.embed [overrides]``: train the embedder, cache embeddings and assignments."""
@@ -36,7 +39,7 @@ def main() -> None:
     @hydra.main(config_path=str(conf_dir()), config_name="embed", version_base=None)
     def _run(cfg: DictConfig) -> None:
         try:
-            validate_config(cfg)
+            validate_config(cfg, extra_keys=EXTRA_KEYS)
             ds_list = cfg.distributions if cfg.get("distributions") is not None else [cfg.partition.num_distributions]
             if not isinstance(ds_list, (list, ListConfig)) or not all(
                     isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in ds_list):
@@ -62,10 +65,6 @@ def main() -> None:
             sys.exit(2)
 
     _run()
-
-
-if __name__ == "__main__":
-    main()
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ from fedfomo.latent import (
     resolve_cluster_by,
 )
 from fedfomo.partition import ClientSplit
-from fedfomo.vgg import VGG_DEFAULTS, pick_device, train_vgg11, vgg_embed
+from fedfomo.vgg import VGG_DEFAULTS, describe_device, pick_device, train_vgg11, vgg_embed
 
 log = logging.getLogger("fedfomo")
 
@@ -103,7 +103,7 @@ def embed_dataset(ds: ImageDataset, embedder: str, settings: Mapping, seed: int,
         prec = str(settings.get("precision", "fp32"))
         emb = np.concatenate([vgg_embed(model, ds.train_x, ds.mean, ds.std, device, precision=prec),
                               vgg_embed(model, ds.test_x, ds.mean, ds.std, device, precision=prec)])
-        return emb, {"embedder_test_acc": acc, "device": str(device)}
+        return emb, {"embedder_test_acc": acc, "device": describe_device(device)}
     raise ValueError(f"partition.embedder={embedder!r} is not supported; allowed: {', '.join(EMBEDDERS)}")
 
 

@@ -119,6 +119,12 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def describe_device(device: torch.device) -> str:
+    """``device`` with the accelerator's name and the torch version, for the record."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return f"{device}{f' ({name})' if name else ''}, torch {torch.__version__}"
+
+
 def train_vgg11(ds: ImageDataset, settings: Mapping, seed: int, device: torch.device,
                 eval_every: int = 3) -> tuple[nn.Module, float]:
     """Train VGG-11 on ``ds``'s train split; return it (eval mode) and its test accuracy.

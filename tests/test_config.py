@@ -100,3 +100,16 @@ def test_bf16_is_refused_in_one_line_where_the_hardware_lacks_it():
             check_bf16(True)
         assert "sim.bf16=true" in str(err.value) and "allowed here: false" in str(err.value)
         assert "\n" not in str(err.value)
+
+
+def test_embed_entry_point_settings_accepted_there_only():
+    """``python -m fedfomo.embed`` adds ``distributions`` and ``package`` to a run's settings (conf/embed.yaml)."""
+    from fedfomo.embed import EXTRA_KEYS
+
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        cfg = compose(config_name="embed", overrides=["distributions=[2,5]", "package=false"])
+    validate_config(cfg, extra_keys=EXTRA_KEYS)
+    with pytest.raises(ConfigError, match="distributions is not a setting of this run"):
+        validate_config(cfg)
+    with pytest.raises(ConfigError, match="distribution is not a setting"):
+        validate_config(_cfg("+distribution=3"), extra_keys=EXTRA_KEYS)
