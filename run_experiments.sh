@@ -14,6 +14,7 @@
 #   $TAG     appended to the experiment's folder, so that scaled-down runs never mix with full ones
 #   $SEEDS   comma list of seeds (default 0,1,2: the paper reports mean +- std over three runs)
 #   $METHODS comma list of methods, where an experiment compares several
+#   $DS      comma list of D values for table5_cifar100_latent (default 2,3,4,5,10)
 #   $OUT     where the results go (default runs)
 #   $DRY_RUN set (e.g. DRY_RUN=1): print every run of the experiment and its overrides, run nothing
 set -euo pipefail
@@ -124,7 +125,7 @@ table4_cifar100_latent_dp() { dp_table table4_cifar100_latent_dp fedfomo,fedavg 
 table5_cifar100_latent() {
   # shellcheck disable=SC2086
   queue table5_cifar100_latent "{method}_D{partition_num_distributions}_s{seed}" $HOLDOUT partition=latent \
-    partition.num_distributions=2,3,4,5,10 "method=${METHODS:-fedfomo,fedavg,local}"
+    "partition.num_distributions=${DS:-2,3,4,5,10}" "method=${METHODS:-fedfomo,fedavg,local}"
 }
 table6_cifar10_latent_ma_dp() { dp_table table6_cifar10_latent_ma_dp fedfomo_ma dataset=cifar10; }
 # shellcheck disable=SC2086
