@@ -74,13 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     failed = []
     child: subprocess.Popen | None = None
 
+    stopped: list[int] = []  # signals the queue got: once one came, no further run starts
+
     def forward(signum, frame):  # the run in progress marks itself interrupted; then the queue stops
+        stopped.append(signum)
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     # Ctrl-C reaches the run in progress directly (same process group); the queue waits for it to stop
-    signal.signal(signal.SIGINT, lambda signum, frame: None)
+    signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(signum))
     for k, values in enumerate(jobs, 1):
         folder = base / run_name(args.name, values)
         action = plan(folder)
@@ -95,9 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             *(f"{key}={value}" for key, value in values.items()), f"hydra.run.dir={folder}"]
         child = subprocess.Popen(cmd)
         code = child.wait()
-        if code in (130, 143):
+        if code in (130, 143) or stopped:  # a run signalled twice may exit with another code: stop all the same
             print(f"queue interrupted at {folder}; run the same command again to continue", flush=True)
-            return code
+            return code if code in (130, 143) else 128 + stopped[0]
         if code:
             failed.append(str(folder))
     if failed:

@@ -338,3 +338,37 @@ def test_run_experiments_usage_and_a_queue_that_continues(data_root, tmp_path):
     assert read_status(tmp_path / "methods_mnist" / "fedavg_s0")["status"] == "completed"
     again = subprocess.run([*script, "methods_mnist"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert again.returncode == 0 and "fedavg_s0: skip" in again.stdout
+
+
+def test_queue_stops_when_signalled_even_if_the_run_exits_otherwise(tmp_path, monkeypatch, capsys):
+    """A SIGTERM to the whole process group reaches the run twice (directly and forwarded); the run may
+    then exit with a code other than 143, and the queue must still stop instead of starting the next run."""
+    import signal
+
+    from fedfomo import queue
+
+    started = []
+
+    class Run:  # a run that gets the queue's SIGTERM while it works and exits with 1
+        def __init__(self, cmd):
+            started.append(cmd)
+
+        def poll(self):
+            return None
+
+        def send_signal(self, signum):
+            pass
+
+        def wait(self):
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+            return 1
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(queue.subprocess, "Popen", Run)
+    try:
+        code = queue.main([str(tmp_path), "{seed}", "seed=0,1,2"])
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    assert code == 143 and len(started) == 1
+    assert "queue interrupted at" in capsys.readouterr().out
