@@ -14,12 +14,18 @@ from a round the server has checkpointed and anything newer, so that whatever in
 comes, the state that matches the server's checkpoint is on disk.
 
 Arrays are ``.npz`` (``np.load(allow_pickle=False)``), everything else JSON.
+
+Blobs (``checkpoint/blobs/NAME.npz``) double as the simulation's shared store
+(``sim.shared_store``): a simulated client reads the candidates it is told about straight from
+them (:func:`read_blob`) instead of receiving them in its message.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +48,104 @@ def unpack(arrays: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     return [np.array(arrays[f"{prefix}/{i}"]) for i in range(n)]
 
 
+# -- blobs ----------------------------------------------------------------------------------------
+def blob_path(run_dir: str | Path, key: str) -> Path:
+    """Where blob ``key`` of the run in ``run_dir`` is kept.
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+    key : str
+        The blob's name (e.g. ``store_17_r0005``).
+
+    Returns
+    -------
+    Path
+        ``run_dir/checkpoint/blobs/KEY.npz``.
+
+    """
+    return Path(run_dir) / FOLDER / "blobs" / f"{key}.npz"
+
+
+def write_blob(run_dir: str | Path, key: str, weights: list[np.ndarray]) -> Path:
+    """Write blob ``key`` once: an existing file is kept (a blob's content never changes under its name).
+
+    Parameters
+    ----------
+    run_dir : str or Path
+        The run folder.
+    key : str
+        The blob's name, naming its content version.
+    weights : list of np.ndarray
+        Its arrays, saved as ``w/0``, ``w/1``, ... of an uncompressed ``.npz`` (atomically).
+
+    Returns
+    -------
+    Path
+        The blob's file.
+
+    """
+    path = blob_path(run_dir, key)
+    if not path.exists():
+        atomic_save_npz(path, pack("w", weights))
+    return path
+
+
+def _stored_npy(f, info: zipfile.ZipInfo) -> np.ndarray | None:
+    """The array of one uncompressed ``.npy`` member of an open ``.npz``, read straight into place; None if unusual."""
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    f.seek(info.header_offset + 26)  # the local header's name and extra-field lengths
+    name_len, extra_len = struct.unpack("<HH", f.read(4))
+    f.seek(info.header_offset + 30 + name_len + extra_len)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        return None
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename} holds Python objects; blobs hold numbers only")
+    array = np.empty(shape, dtype=dtype, order="F" if fortran else "C")
+    flat = (array.T if fortran else array).reshape(-1).view(np.uint8)  # a view of the array's memory
+    if f.readinto(memoryview(flat)) != array.nbytes:
+        raise ValueError(f"{info.filename} is truncated")
+    return array
+
+
+def read_blob(path: str | Path) -> list[np.ndarray]:
+    """The arrays ``w/0``, ``w/1``, ... of a blob written by :func:`write_blob`.
+
+    Each array is read from the file straight into its own (aligned, writable) memory: no zip
+    CRC pass and no intermediate copy, about 5x faster than ``np.load`` of the ``.npz`` for a
+    6.6 MB model (the file is usually in the page cache). Members ``np.savez`` would not write
+    (compressed, another ``.npy`` version) are read through :mod:`zipfile`; no pickle either way.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.npz`` file.
+
+    Returns
+    -------
+    list of np.ndarray
+        The blob's arrays, equal bit for bit to those saved.
+
+    """
+    with open(path, "rb") as f, zipfile.ZipFile(f) as zf:
+        infos = {i.filename: i for i in zf.infolist()}
+        arrays = []
+        for k in range(len(infos)):
+            array = _stored_npy(f, infos[f"w/{k}.npy"])
+            if array is None:
+                with zf.open(infos[f"w/{k}.npy"]) as member:
+                    array = np.lib.format.read_array(member, allow_pickle=False)
+            arrays.append(array)
+    return arrays
+
+
 # -- server ---------------------------------------------------------------------------------------
 def save_server(run_dir: str | Path, server_round: int, arrays: dict[str, np.ndarray], meta: dict,
                 blobs: dict[str, list[np.ndarray]] | None = None) -> None:
@@ -55,9 +159,7 @@ def save_server(run_dir: str | Path, server_round: int, arrays: dict[str, np.nda
     folder = Path(run_dir) / FOLDER
     blobs = blobs or {}
     for key, weights in blobs.items():
-        path = folder / "blobs" / f"{key}.npz"
-        if not path.exists():
-            atomic_save_npz(path, pack("w", weights))
+        write_blob(run_dir, key, weights)
     name = f"server_round_{server_round:04d}"
     atomic_save_npz(folder / f"{name}.npz", arrays)
     atomic_write_text(folder / f"{name}.json", json.dumps({"round": server_round, "meta": meta,
@@ -86,8 +188,7 @@ def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] 
         arrays = {k: z[k] for k in z.files}
     saved = json.loads((folder / f"{latest['name']}.json").read_text())
     for key in saved.get("blobs", []):
-        with np.load(folder / "blobs" / f"{key}.npz", allow_pickle=False) as z:
-            arrays.update(pack(f"blob/{key}", [z[f"w/{i}"] for i in range(len(z.files))]))
+        arrays.update(pack(f"blob/{key}", read_blob(blob_path(run_dir, key))))
     return int(latest["round"]), arrays, saved["meta"]
 
 

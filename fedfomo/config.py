@@ -102,11 +102,52 @@ def validate_config(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
     if cfg.sim.max_in_flight is not None:
         check_int("sim.max_in_flight", cfg.sim.max_in_flight, 1)
     check_float("sim.fail_prob", cfg.sim.get("fail_prob", 0.0), 0.0, 1.0)
+    check_bool("sim.shared_store", cfg.sim.get("shared_store", False))
     if cfg.sim.num_cpus is not None:
         check_int("sim.num_cpus", cfg.sim.num_cpus, 1)
     method.validate(cfg)
     _validate_dp(cfg, method)
     _check_unknown_keys(cfg, extra_keys)
+
+
+def shared_store(cfg: DictConfig) -> bool:
+    """``sim.shared_store``: simulated clients read stored candidates from the run folder (false where unset).
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The run's configuration (a ``config.yaml`` written before the key existed means false).
+
+    Returns
+    -------
+    bool
+        Whether the server may send references to its checkpoint blobs instead of the models.
+
+    """
+    return bool(cfg.sim.get("shared_store", False))
+
+
+def check_runtime(cfg: DictConfig, simulation: bool) -> None:
+    """Refuse settings the runtime cannot honour: ``sim.shared_store=true`` outside a simulation.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The run's configuration.
+    simulation : bool
+        Whether every client runs on this machine (Flower's simulation runtime).
+
+    Raises
+    ------
+    ConfigError
+        One line naming the key and the allowed value: a deployment's clients, possibly on other
+        machines, cannot read the server's run folder.
+
+    """
+    if shared_store(cfg) and not simulation:
+        raise ConfigError("sim.shared_store=true needs the simulation runtime (clients read the candidates from the "
+                          "server's run folder); a deployment's clients may be on other machines; "
+                          "allowed: sim.shared_store=false")
 
 
 def bf16_supported(gpu: bool = False) -> bool:

@@ -336,12 +336,13 @@ def run_app(cfg, overrides: list[str], out_dir: str | Path, *, deployment: bool 
     """
     import json
 
-    from fedfomo.config import validate_config
+    from fedfomo.config import check_runtime, validate_config
     from fedfomo.experiment import build_experiment, git_commit
     from fedfomo.runconfig import config_yaml, run_config_for
     from fedfomo.runs import claim, now, read_status, resume_command, write_status
 
     validate_config(cfg)
+    check_runtime(cfg, simulation=not deployment)
     cfg = cfg.copy()
     cfg.dataset.root = str(Path(cfg.dataset.root).expanduser().resolve())
     build_experiment(cfg)

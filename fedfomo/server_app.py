@@ -13,13 +13,13 @@ import sys
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedfomo.config import ConfigError
+from fedfomo.config import ConfigError, check_runtime
 from fedfomo.data import DataNotFoundError
 from fedfomo.experiment import build_experiment
 from fedfomo.logs import setup_logging
 from fedfomo.runconfig import experiment_config, run_dir
 from fedfomo.runs import now, write_status
-from fedfomo.server import run_federation
+from fedfomo.server import is_simulation, run_federation
 
 os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Ray's FutureWarning on CPU-only runs
 app = ServerApp()
@@ -33,6 +33,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         cfg = experiment_config(context.run_config)
         out = run_dir(context.run_config, cfg)
+        check_runtime(cfg, simulation=is_simulation(grid))
         exp = build_experiment(cfg)
     except (ConfigError, DataNotFoundError) as err:
         log.error("error: %s", err)

@@ -63,10 +63,15 @@ class PersonalizedStrategy(Strategy):
     warmup_round : bool
         When True, the round loop runs a round 0 before round 1, in which every client takes
         part whatever ``participation`` is (FedFomo's ``method.warmup_epochs``); default False.
+    shared_store : bool
+        ``sim.shared_store``, set by the round loop: the clients run on this machine and may read
+        models the server keeps in the run folder (checkpoint blobs), so :meth:`outgoing` may
+        leave them out of the messages; default False.
 
     """
 
     warmup_round = False
+    shared_store = False
 
     def __init__(self, *, num_clients: int, num_rounds: int, participation: float, seed: int,
                  initial_weights: Weights, recorder: RunRecorder) -> None:
@@ -97,6 +102,27 @@ class PersonalizedStrategy(Strategy):
     def final_download(self, cid: int) -> tuple[Weights, dict[str, int | float | str]]:
         """What client ``cid`` receives for the final evaluation (default: as in a round)."""
         return self.download(cid, self.num_rounds + 1)
+
+    def outgoing(self, weights: Weights, extra: dict) -> tuple[Weights, dict]:
+        """What of a planned download travels in the message; the rest the client reads from the run folder.
+
+        Called when the message is encoded (after :meth:`download`, whose weights count as
+        downloaded either way). Default: everything travels.
+
+        Parameters
+        ----------
+        weights : list of np.ndarray
+            The download's weights (:meth:`download`).
+        extra : dict
+            The download's config.
+
+        Returns
+        -------
+        tuple
+            ``(weights, config)`` of the message.
+
+        """
+        return weights, extra
 
     def after_round(self, server_round: int) -> None:
         """Hook for per-round artefacts (e.g. FedFomo's P)."""
@@ -162,7 +188,7 @@ class PersonalizedStrategy(Strategy):
 
     def _encode(self, planned: dict[int, tuple[Weights, dict]], kind: str, server_round: int) -> Iterator[Message]:
         for cid in self.dispatch_order(list(planned)):
-            weights, extra = planned.pop(cid)
+            weights, extra = self.outgoing(*planned.pop(cid))
             yield self._message(cid, kind, server_round, weights, extra)
 
     # -- Flower Strategy API -------------------------------------------------------------------

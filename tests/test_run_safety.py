@@ -118,12 +118,10 @@ def _kill_everything(pid: int, run_dir: Path) -> None:
             pass
 
 
-@pytest.mark.e2e
-@pytest.mark.realdata
-def test_sigkill_in_a_random_round_then_resume_gives_the_same_results_bit_for_bit(reference, data_root, tmp_path):
+def _kill_in_a_random_round_and_resume(out: Path, data_root: Path, *extra: str) -> int:
+    """Run the reference's run (plus ``extra``) in ``out``, SIGKILL it in round 2, 3 or 4, resume; the kill round."""
     kill_after = random.randint(1, 3)  # killed while round kill_after + 1 runs
-    out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "fedfomo.main", *BASE, "num_rounds=5", "method.num_models=3",
+    proc = subprocess.Popen([sys.executable, "-m", "fedfomo.main", *BASE, "num_rounds=5", "method.num_models=3", *extra,
                              f"dataset.root={data_root}", f"hydra.run.dir={out}"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 600
@@ -139,13 +137,44 @@ def test_sigkill_in_a_random_round_then_resume_gives_the_same_results_bit_for_bi
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     status = read_status(out)
     assert status["status"] == "completed" and status["attempt"] == 2
+    return kill_after
+
+
+def _assert_same_results(out: Path, reference: Path, note: str) -> None:
     a, b = (json.loads((p / "summary.json").read_text()) for p in (reference, out))
-    assert b["per_client_final_acc"] == a["per_client_final_acc"], f"killed after round {kill_after}"
-    assert _rounds(out) == _rounds(reference)
-    assert _clients(out) == _clients(reference)
+    assert b["per_client_final_acc"] == a["per_client_final_acc"], note
+    assert _rounds(out) == _rounds(reference), note
+    assert _clients(out) == _clients(reference), note
     for r in range(1, 6):
         np.testing.assert_array_equal(np.load(out / "affinity" / f"round_{r:03d}.npy"),
                                       np.load(reference / "affinity" / f"round_{r:03d}.npy"))
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_sigkill_in_a_random_round_then_resume_gives_the_same_results_bit_for_bit(reference, data_root, tmp_path):
+    out = tmp_path / "killed"
+    kill_after = _kill_in_a_random_round_and_resume(out, data_root)
+    _assert_same_results(out, reference, f"killed after round {kill_after}")
+
+
+@pytest.mark.e2e
+@pytest.mark.realdata
+def test_shared_store_gives_the_same_results_and_resumes_bit_for_bit(reference, data_root, tmp_path):
+    """``sim.shared_store=true``: candidates read from the run's blobs; same results, same files, resumable."""
+    out = tmp_path / "shared"
+    proc = _main(*BASE, "num_rounds=5", "method.num_models=3", "sim.shared_store=true", f"dataset.root={data_root}",
+                 f"hydra.run.dir={out}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_same_results(out, reference, "uninterrupted")
+
+    def files(run: Path) -> list[str]:  # the shared store writes nothing the message path does not
+        return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+
+    assert files(out) == files(reference)
+    killed = tmp_path / "shared_killed"
+    kill_after = _kill_in_a_random_round_and_resume(killed, data_root, "sim.shared_store=true")
+    _assert_same_results(killed, reference, f"killed after round {kill_after}")
 
 
 @pytest.mark.e2e

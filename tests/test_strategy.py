@@ -197,6 +197,60 @@ def test_store_checkpoint_writes_each_upload_once_and_drops_replaced_ones(tmp_pa
             np.testing.assert_array_equal(a, b)
 
 
+def test_read_blob_returns_exactly_what_was_saved(tmp_path):
+    from fedfomo.checkpoint import pack, read_blob, write_blob
+
+    saved = [np.arange(12, dtype=np.float32).reshape(3, 4), np.asfortranarray(np.random.default_rng(0).random((5, 3))),
+             np.array(3, dtype=np.int64), np.zeros((0, 4), dtype=np.float32), np.array([True, False])]
+    path = write_blob(tmp_path, "x", saved)
+    assert path == tmp_path / "checkpoint" / "blobs" / "x.npz"
+    np.savez_compressed(tmp_path / "compressed.npz", **pack("w", saved))  # not what write_blob writes: still read
+    for got in (read_blob(path), read_blob(tmp_path / "compressed.npz")):
+        assert len(got) == len(saved)
+        for a, b in zip(saved, got):
+            assert a.dtype == b.dtype and a.shape == b.shape and b.flags.writeable and b.flags.aligned
+            np.testing.assert_array_equal(a, b)
+    write_blob(tmp_path, "x", [np.ones(1)])  # a blob's name names its content: never rewritten
+    np.testing.assert_array_equal(read_blob(path)[0], saved[0])
+
+
+@pytest.mark.parametrize("extra", ["none", "global"])
+def test_shared_store_sends_references_to_the_same_models(tmp_path, server_identity, extra):
+    from fedfomo import checkpoint
+    from fedfomo.methods.fedfomo import shared_candidates
+
+    def strategy(shared):
+        st = FedFomoStrategy(num_models=2, epsilon=0.5, epsilon_decay=1.0, num_clients=4, num_rounds=5,
+                             participation=1.0, seed=0, initial_weights=[np.zeros(2), np.zeros(1)],
+                             recorder=RunRecorder(tmp_path / str(shared), 5, workers=1, progress=False),
+                             extra_candidates=extra, num_subfederations=2)
+        st.shared_store, st.nodes = shared, {c: 900 + c for c in range(4)}
+        st.run_info = {"run_dir": str(tmp_path / str(shared))}
+        st.work = {c: 10 for c in range(4)}
+        st.aggregate(1, {c: _up(c, [np.full(2, c + 0.5), np.full(1, -c - 0.25)], "", "") for c in range(4)})
+        return st
+
+    plain, shared = strategy(False), strategy(True)
+    checkpoint.save_server(tmp_path / "True", 1, *shared.checkpoint_state(), blobs=shared.checkpoint_blobs())
+    for a, b in zip(plain.train_messages(2), shared.train_messages(2)):
+        (wa, ca), (wb, cb) = unpack_request(a), unpack_request(b)
+        ids = decode_ids(cb["candidate_ids"])
+        assert ca["candidate_ids"] == cb["candidate_ids"] and decode_ids(cb["candidate_rounds"]) == [1, 1]
+        assert "candidate_rounds" not in ca and len(wb) == len(wa) - 2 * 2  # the two stored models stay on disk
+        got = shared_candidates(cb["run_dir"], ids, decode_ids(cb["candidate_rounds"])) + split_models(wb, 2)
+        for x, y in zip(split_models(wa, 2), got, strict=True):
+            for u, v in zip(x, y, strict=True):
+                np.testing.assert_array_equal(u, v)
+    assert plain._download_bytes == shared._download_bytes  # rounds.csv counts what the clients obtain
+    # a store restored from a checkpoint without these blobs: the message's blobs are written first
+    for blob in (tmp_path / "True" / "checkpoint" / "blobs").iterdir():
+        blob.unlink()
+    msg = next(iter(shared.train_messages(3)))
+    cfg = unpack_request(msg)[1]
+    assert len(shared_candidates(cfg["run_dir"], decode_ids(cfg["candidate_ids"]),
+                                 decode_ids(cfg["candidate_rounds"]))) == 2
+
+
 def test_send_windowed_refused_message_is_an_error_not_a_silent_gap():
     from fedfomo.server import send_windowed
 

@@ -19,6 +19,12 @@ way (EXTENDED_README.md, "Differences from the authors' code"); the defaults cha
   (``method.num_subfederations`` of them; null: the latent partition's D) and / or their mean
   (:func:`fedfomo.fomo.server_averages`); they are weighted and merged like the other
   candidates but add nothing to P.
+
+With ``sim.shared_store`` (simulations only) the server sends a client its stored candidates as
+references, ``candidate_rounds`` beside ``candidate_ids``: each names the checkpoint blob that
+holds that upload (:func:`store_key`, written once after its round), which the client reads from
+the run folder (:func:`shared_candidates`); only server-made models (the extra candidates, the
+initial model) travel in the message. The models, and so every result, are the same bit for bit.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fedfomo import fomo
-from fedfomo.checkpoint import unpack
+from fedfomo.checkpoint import blob_path, read_blob, unpack, write_blob
 from fedfomo.client import BaseClient
 from fedfomo.config import ConfigError, check_choice, check_float, check_int, require
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
@@ -38,13 +44,55 @@ from fedfomo.methods import Method
 from fedfomo.strategy import PersonalizedStrategy, Weights
 
 
+def store_key(cid: int, server_round: int) -> str:
+    """The checkpoint blob name of client ``cid``'s upload of ``server_round`` (``store_17_r0005``).
+
+    Parameters
+    ----------
+    cid : int
+        The uploading client.
+    server_round : int
+        The round of the upload.
+
+    Returns
+    -------
+    str
+        The blob's name (see :func:`fedfomo.checkpoint.save_server`).
+
+    """
+    return f"store_{cid}_r{server_round:04d}"
+
+
+def shared_candidates(run_dir: str, ids: list[int], rounds: list[int]) -> list[Weights]:
+    """The stored uploads ``ids`` (of ``rounds``) read from the run's checkpoint blobs (``sim.shared_store``).
+
+    Parameters
+    ----------
+    run_dir : str
+        The server's run folder (a simulated client runs on the same machine).
+    ids : list of int
+        Candidate ids; those beyond ``rounds`` (server-made models, sent in the message) are skipped.
+    rounds : list of int
+        Round of each stored candidate's upload, in the order of ``ids``.
+
+    Returns
+    -------
+    list of list of np.ndarray
+        One model per entry of ``rounds``.
+
+    """
+    return [read_blob(blob_path(run_dir, store_key(c, r))) for c, r in zip(ids, rounds)]
+
+
 class FedFomoClient(BaseClient):
     """FedFomo (Zhang et al., ICLR 2021): evaluate downloaded models, weight them (Eq. 3), merge (Eq. 13).
 
     The server sends the candidates' weights concatenated, with their ids in
-    ``config["candidate_ids"]``. The baseline theta_i^(t-1) is the personalized model from the
-    start of this client's previous round (before local training), kept in client state; before
-    the first federated update it is the common initial model.
+    ``config["candidate_ids"]``; with ``sim.shared_store`` the stored ones are read from the run
+    folder instead (``config["candidate_rounds"]``, :func:`shared_candidates`). The baseline
+    theta_i^(t-1) is the personalized model from the start of this client's previous round
+    (before local training), kept in client state; before the first federated update it is the
+    common initial model.
     """
 
     def fit(self, parameters, config):
@@ -68,7 +116,9 @@ class FedFomoClient(BaseClient):
         ids = decode_ids(str(config.get("candidate_ids", "")))
         if not ids:  # nothing uploaded yet: start from the server's initial model
             return list(parameters), {"candidate_ids": "", "weights": "", "reverted": 0}
-        candidates = split_models(list(parameters), self.num_arrays)
+        rounds = decode_ids(str(config.get("candidate_rounds", "")))  # sim.shared_store: read these from disk
+        candidates = (shared_candidates(str(config.get("run_dir", "")), ids, rounds)
+                      + split_models(list(parameters), self.num_arrays))
         baseline = self.load_state("baseline")
         if baseline is None:
             baseline = self.initial_weights()
@@ -152,7 +202,23 @@ class FedFomoStrategy(PersonalizedStrategy):
                                      self._rng_for(server_round))
         models = [self.store[j] for j in ids]
         extra_ids, extra_models = self.extras(server_round)
-        return concat_models(models + extra_models), {"candidate_ids": encode_ids(ids + extra_ids)}
+        config = {"candidate_ids": encode_ids(ids + extra_ids)}
+        if self.shared_store:
+            config["candidate_rounds"] = encode_ids([self.store_round[j] for j in ids])
+        return concat_models(models + extra_models), config
+
+    def outgoing(self, weights, extra):
+        """With ``sim.shared_store``, the stored candidates stay in their blobs; only server-made models travel.
+
+        A blob missing on disk (a store restored from a checkpoint older than the blobs) is
+        written first, under the name the checkpoint will give it.
+        """
+        if "candidate_rounds" not in extra:
+            return weights, extra
+        ids, rounds = decode_ids(str(extra["candidate_ids"])), decode_ids(str(extra["candidate_rounds"]))
+        for cid, rnd in zip(ids, rounds):
+            write_blob(str(self.run_info["run_dir"]), store_key(cid, rnd), self.store[cid])
+        return weights[len(rounds) * len(self.global_weights):], extra
 
     def extras(self, server_round: int) -> tuple[list[int], list[Weights]]:
         """The server-made averages every client receives this round (``method.extra_candidates``).
@@ -190,7 +256,7 @@ class FedFomoStrategy(PersonalizedStrategy):
         return arrays, {**meta, "store_round": {str(c): r for c, r in sorted(self.store_round.items())}}
 
     def checkpoint_blobs(self):  # noqa: D102
-        return {f"store_{c}_r{r:04d}": self.store[c] for c, r in self.store_round.items()}
+        return {store_key(c, r): self.store[c] for c, r in self.store_round.items()}
 
     def restore_state(self, arrays, meta):  # noqa: D102
         super().restore_state(arrays, meta)
@@ -201,7 +267,7 @@ class FedFomoStrategy(PersonalizedStrategy):
             self.store_round = dict.fromkeys(self.store, 0)
             return
         self.store_round = {int(c): int(r) for c, r in meta["store_round"].items()}
-        self.store = {c: unpack(arrays, f"blob/store_{c}_r{r:04d}") for c, r in self.store_round.items()}
+        self.store = {c: unpack(arrays, f"blob/{store_key(c, r)}") for c, r in self.store_round.items()}
 
 
 def validate(cfg: DictConfig) -> None:

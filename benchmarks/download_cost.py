@@ -1,0 +1,139 @@
+r"""Framework cost of one FedFomo download per sampled client: through the message, or from the shared store.
+
+Times, with the real code, the steps between the server's store and the client's list of
+candidate models, for M candidates of the configured model (McMahan CNN on MNIST: 1.66 M
+parameters, 6.6 MB):
+
+- ``message`` (``sim.shared_store=false``): the server encodes the M models into the message
+  (:func:`fedfomo.messages.request`), the simulation engine's Ray transport pickles it to the
+  worker and back out (``pickle`` protocol 5, as Ray does for the task's arguments), the client
+  decodes it (:func:`fedfomo.messages.unpack_request`) and cuts it into models;
+- ``shared`` (``sim.shared_store=true``): the same message without the models (their ids and
+  rounds only), then the client reads the M checkpoint blobs the server wrote after their round
+  (:func:`fedfomo.methods.fedfomo.shared_candidates`; the files are in the page cache, as
+  they are in a run).
+
+The blob written once per upload by the server's checkpoint is the same in both modes and is not
+counted. Prints the median over ``--repeat`` tries of each step, in ms per sampled client::
+
+    python benchmarks/download_cost.py --num-models 1 5 10 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fedfomo.checkpoint import write_blob
+from fedfomo.messages import concat_models, encode_ids, request, split_models, unpack_request
+from fedfomo.methods.fedfomo import shared_candidates, store_key
+from fedfomo.models import build_model, get_weights
+
+Weights = list[np.ndarray]
+
+
+def median_ms(step: Callable[[], object], repeat: int) -> float:
+    """Median wall time of ``step()`` over ``repeat`` calls after one warm-up call, in milliseconds."""
+    step()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def message_steps(models: list[Weights], config: dict, num_arrays: int) -> dict[str, Callable[[], object]]:
+    """The steps of a download that carries ``models`` in its message: encode, transport, decode.
+
+    Parameters
+    ----------
+    models : list of list of np.ndarray
+        What travels in the message (none in the shared mode).
+    config : dict
+        The message's config (candidate ids, and rounds in the shared mode).
+    num_arrays : int
+        Arrays per model.
+
+    Returns
+    -------
+    dict of str to callable
+        Step name -> a call doing it once.
+
+    """
+    msg = request(1, "train", 2, concat_models(models), config)
+    data = pickle.dumps(msg, protocol=5)
+    received = pickle.loads(data)
+    return {"encode (server)": lambda: request(1, "train", 2, concat_models(models), config),
+            "transport (pickle out + in)": lambda: pickle.loads(pickle.dumps(msg, protocol=5)),
+            "decode (client)": lambda: split_models(unpack_request(received)[0], num_arrays)}
+
+
+def download_cost(num_models: int, model: str, image_shape: tuple[int, int, int], repeat: int,
+                  folder: Path) -> dict[str, dict[str, float]]:
+    """Milliseconds per sampled client of each step of an M-candidate download, both ways.
+
+    Parameters
+    ----------
+    num_models : int
+        M.
+    model : str
+        ``model`` setting (:func:`fedfomo.models.build_model`).
+    image_shape : tuple of int
+        Input shape (C, H, W).
+    repeat : int
+        Timed calls per step.
+    folder : Path
+        A scratch run folder for the blobs.
+
+    Returns
+    -------
+    dict
+        ``{"message": {step: ms}, "shared": {step: ms}}``, each with a ``total``.
+
+    """
+    base = get_weights(build_model(model, image_shape, 10, 0))
+    models = [[(w + k).astype(w.dtype) for w in base] for k in range(num_models)]
+    ids, rounds = list(range(num_models)), [1] * num_models
+    for cid, m in zip(ids, models):
+        write_blob(folder, store_key(cid, 1), m)
+    plain = {"server_round": 2, "candidate_ids": encode_ids(ids), "run_dir": str(folder)}
+    shared = {**plain, "candidate_rounds": encode_ids(rounds)}
+    steps = {"message": message_steps(models, plain, len(base)),
+             "shared": {**message_steps([], shared, len(base)),
+                        "read blobs (client)": lambda: shared_candidates(str(folder), ids, rounds)}}
+    out = {}
+    for mode, named in steps.items():
+        out[mode] = {name: median_ms(step, repeat) for name, step in named.items()}
+        out[mode]["total"] = sum(out[mode].values())
+    return out
+
+
+def main() -> None:
+    """Both ways for every M asked for; one line per step."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--num-models", type=int, nargs="+", default=[5, 10])
+    p.add_argument("--model", default="cnn_mcmahan")
+    p.add_argument("--image-shape", type=int, nargs=3, default=[1, 28, 28], metavar=("C", "H", "W"))
+    p.add_argument("--repeat", type=int, default=15)
+    args = p.parse_args()
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1  # a Message needs them outside Flower
+    with tempfile.TemporaryDirectory(prefix="fedfomo-download-") as tmp:
+        for m in args.num_models:
+            cost = download_cost(m, args.model, tuple(args.image_shape), args.repeat, Path(tmp))
+            for mode, steps in cost.items():
+                parts = " | ".join(f"{k} {v:.1f}" for k, v in steps.items() if k != "total")
+                print(f"M={m} {mode:7s}: {steps['total']:6.1f} ms per sampled client ({parts})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
