@@ -102,7 +102,8 @@ def validate_config(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
     if cfg.sim.max_in_flight is not None:
         check_int("sim.max_in_flight", cfg.sim.max_in_flight, 1)
     check_float("sim.fail_prob", cfg.sim.get("fail_prob", 0.0), 0.0, 1.0)
-    check_bool("sim.shared_store", cfg.sim.get("shared_store", False))
+    if cfg.sim.get("shared_store", False) != "auto":
+        check_bool("sim.shared_store", cfg.sim.get("shared_store", False), allowed="auto, true, false")
     if cfg.sim.num_cpus is not None:
         check_int("sim.num_cpus", cfg.sim.num_cpus, 1)
     method.validate(cfg)
@@ -110,13 +111,15 @@ def validate_config(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
     _check_unknown_keys(cfg, extra_keys)
 
 
-def shared_store(cfg: DictConfig) -> bool:
-    """``sim.shared_store``: simulated clients read stored candidates from the run folder (false where unset).
+def shared_store(cfg: DictConfig, simulation: bool = True) -> bool:
+    """``sim.shared_store``: simulated clients read stored candidates from the run folder.
 
     Parameters
     ----------
     cfg : DictConfig
         The run's configuration (a ``config.yaml`` written before the key existed means false).
+    simulation : bool
+        Whether every client runs on this machine; ``auto`` means this.
 
     Returns
     -------
@@ -124,7 +127,8 @@ def shared_store(cfg: DictConfig) -> bool:
         Whether the server may send references to its checkpoint blobs instead of the models.
 
     """
-    return bool(cfg.sim.get("shared_store", False))
+    value = cfg.sim.get("shared_store", False)
+    return simulation if value == "auto" else bool(value)
 
 
 def check_runtime(cfg: DictConfig, simulation: bool) -> None:
@@ -144,10 +148,10 @@ def check_runtime(cfg: DictConfig, simulation: bool) -> None:
         machines, cannot read the server's run folder.
 
     """
-    if shared_store(cfg) and not simulation:
+    if cfg.sim.get("shared_store", False) is True and not simulation:
         raise ConfigError("sim.shared_store=true needs the simulation runtime (clients read the candidates from the "
                           "server's run folder); a deployment's clients may be on other machines; "
-                          "allowed: sim.shared_store=false")
+                          "allowed: sim.shared_store=auto or false")
 
 
 def bf16_supported(gpu: bool = False) -> bool:
@@ -177,10 +181,10 @@ def require(cfg: DictConfig, key: str) -> object:
     return value
 
 
-def check_bool(key: str, value: object) -> bool:
-    """``value`` must be ``true`` or ``false``."""
+def check_bool(key: str, value: object, allowed: str = "true, false") -> bool:
+    """``value`` must be ``true`` or ``false`` (``allowed``: the values the error names)."""
     if not isinstance(value, bool):
-        raise ConfigError(f"{key}={value!r} is not supported; allowed: true, false")
+        raise ConfigError(f"{key}={value!r} is not supported; allowed: {allowed}")
     return value
 
 

@@ -251,6 +251,46 @@ def _flat(cfg: DictConfig) -> dict[str, object]:
     return out
 
 
+#: Settings added after runs were first saved, each with the value under which the code does what it did
+#: before the setting existed: a run saved without one of them resumes when it gets that value.
+ADDED_SETTINGS: dict[str, object] = {
+    "sim.bf16": False, "sim.max_in_flight": None, "sim.shared_store": "auto",
+    "method.warmup_epochs": 0, "method.affinity_norm": "none", "method.extra_candidates": "none",
+    "method.num_subfederations": None,
+    "dataset.test_split": "official", "dataset.holdout_size": 10000, "dataset.holdout_seed": 0,
+}
+
+
+def changed_settings(saved: DictConfig, composed: DictConfig) -> list[str]:
+    """Settings whose composed value differs from the saved one, except those :data:`ADDED_SETTINGS` excuses.
+
+    Parameters
+    ----------
+    saved : DictConfig
+        A run folder's ``config.yaml``.
+    composed : DictConfig
+        Its saved overrides composed with today's defaults (resolved as ``config.yaml`` is).
+
+    Returns
+    -------
+    list of str
+        ``key`` (added or removed) or ``key: saved -> now``, sorted; empty when the run may resume.
+
+    """
+    before = _flat(saved)
+    now = _flat(OmegaConf.create(OmegaConf.to_container(composed, resolve=True)))
+    out = []
+    for key in sorted(set(before) | set(now)):
+        if key in before and key in now:
+            if before[key] != now[key]:
+                out.append(f"{key}: {before[key]!r} -> {now[key]!r}")
+        elif key in before:
+            out.append(f"{key} (no longer a setting)")
+        elif key not in ADDED_SETTINGS or now[key] != ADDED_SETTINGS[key]:
+            out.append(f"{key} (new, {now[key]!r})")
+    return out
+
+
 def resumed_config(run_dir: str | Path, extra: list[str]) -> tuple[DictConfig, list[str]]:
     """The configuration and overrides of the run saved in ``run_dir``, for ``resume=RUN_DIR``.
 
@@ -277,8 +317,10 @@ def resumed_config(run_dir: str | Path, extra: list[str]) -> tuple[DictConfig, l
     overrides.append(f"dataset.root={root}")
     cfg = compose(overrides)
     if config_yaml(cfg) != saved.read_text():
-        raise ConfigError(f"resume={folder}: the saved overrides no longer compose the saved config.yaml "
-                          f"(the code's defaults changed); start a new run instead")
+        changed = changed_settings(OmegaConf.create(saved.read_text()), cfg)
+        if changed:
+            raise ConfigError(f"resume={folder}: the saved overrides no longer compose the saved config.yaml "
+                              f"(the code's defaults changed: {', '.join(changed)}); start a new run instead")
     extra = [o for o in extra if not o.startswith("hydra.")]
     if extra:
         changed = _flat(compose(overrides + extra))

@@ -237,7 +237,7 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         recorder.resume(done)
         log.info("resuming (attempt %d) after round %d of %d", attempt, done, cfg.num_rounds)
     strategy.run_info = {"attempt": attempt, "resume_round": done, "run_dir": str(out_dir.resolve())}
-    strategy.shared_store = shared_store(cfg)
+    strategy.shared_store = shared_store(cfg, simulation=is_simulation(grid))
     strategy.work = {cid: len(s.train) for cid, s in enumerate(splits)}
     strategy.nodes = discover_partitions(grid, cfg.num_clients, float(cfg.sim.connect_timeout_s),
                                          simulation=is_simulation(grid))

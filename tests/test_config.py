@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from fedfomo.config import ConfigError, validate_config
 
@@ -47,7 +48,7 @@ def test_default_config_is_valid():
         (["partition.name=dirichlet"], "partition.name", "pathological, iid"),
         (["method.distance=cosine"], "method.distance", "l1, l2"),
         (["model=resnet"], "model", "cnn_authors, cnn_mcmahan"),
-        (["sim.shared_store=maybe"], "sim.shared_store", "true, false"),
+        (["sim.shared_store=maybe"], "sim.shared_store", "auto, true, false"),
     ],
 )
 def test_bad_values_name_key_and_allowed(overrides, key, allowed):
@@ -61,13 +62,17 @@ def test_shared_store_is_refused_outside_a_simulation_in_one_line(tmp_path):
     from fedfomo.config import check_runtime, shared_store
     from fedfomo.deploy import deploy
 
-    assert shared_store(_cfg()) is False and shared_store(_cfg("sim.shared_store=true")) is True
-    check_runtime(_cfg(), simulation=False)  # off: any runtime
+    assert shared_store(_cfg()) is True and shared_store(_cfg(), simulation=False) is False  # auto
+    assert shared_store(_cfg("sim.shared_store=true")) is True
+    assert shared_store(_cfg("sim.shared_store=false")) is False
+    assert shared_store(OmegaConf.create({"sim": {}})) is False  # a config.yaml from before the key
+    check_runtime(_cfg(), simulation=False)  # auto: any runtime
+    check_runtime(_cfg("sim.shared_store=false"), simulation=False)
     check_runtime(_cfg("sim.shared_store=true"), simulation=True)
     with pytest.raises(ConfigError) as err:
         check_runtime(_cfg("sim.shared_store=true"), simulation=False)
     msg = str(err.value)
-    assert "\n" not in msg and "sim.shared_store=true" in msg and "allowed: sim.shared_store=false" in msg
+    assert "\n" not in msg and "sim.shared_store=true" in msg and "allowed: sim.shared_store=auto or false" in msg
     with pytest.raises(ConfigError, match=r"sim\.shared_store"):  # before any data is read or process started
         deploy(["dataset=mnist", "num_clients=3", "method.num_models=2", "sim.shared_store=true"], tmp_path / "run")
     assert not (tmp_path / "run").exists()

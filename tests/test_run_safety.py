@@ -160,10 +160,11 @@ def test_sigkill_in_a_random_round_then_resume_gives_the_same_results_bit_for_bi
 
 @pytest.mark.e2e
 @pytest.mark.realdata
-def test_shared_store_gives_the_same_results_and_resumes_bit_for_bit(reference, data_root, tmp_path):
-    """``sim.shared_store=true``: candidates read from the run's blobs; same results, same files, resumable."""
-    out = tmp_path / "shared"
-    proc = _main(*BASE, "num_rounds=5", "method.num_models=3", "sim.shared_store=true", f"dataset.root={data_root}",
+def test_shared_store_and_messages_give_the_same_results_and_resume_bit_for_bit(reference, data_root, tmp_path):
+    """The reference reads its candidates from the run's blobs (``sim.shared_store=auto``: on in a simulation);
+    with ``sim.shared_store=false`` they travel in the messages: same results, same files, resumable."""
+    out = tmp_path / "messages"
+    proc = _main(*BASE, "num_rounds=5", "method.num_models=3", "sim.shared_store=false", f"dataset.root={data_root}",
                  f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same_results(out, reference, "uninterrupted")
@@ -172,8 +173,8 @@ def test_shared_store_gives_the_same_results_and_resumes_bit_for_bit(reference, 
         return sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
 
     assert files(out) == files(reference)
-    killed = tmp_path / "shared_killed"
-    kill_after = _kill_in_a_random_round_and_resume(killed, data_root, "sim.shared_store=true")
+    killed = tmp_path / "messages_killed"
+    kill_after = _kill_in_a_random_round_and_resume(killed, data_root, "sim.shared_store=false")
     _assert_same_results(killed, reference, f"killed after round {kill_after}")
 
 

@@ -124,3 +124,41 @@ def test_partition_of_node_config():
 def test_saved_config_is_plain_yaml():
     cfg = OmegaConf.create(config_yaml(compose(["dataset=mnist"])))
     assert cfg.dataset.name == "mnist" and "${" not in config_yaml(cfg)
+
+
+def _saved_run(folder: Path, overrides: list[str], edit) -> Path:
+    """A run folder as an older version of the code saved it: ``edit`` changes its config.yaml."""
+    from fedfomo.runs import write_status
+
+    saved = OmegaConf.create(config_yaml(compose(overrides)))
+    edit(saved)
+    folder.mkdir()
+    (folder / "config.yaml").write_text(OmegaConf.to_yaml(saved))
+    write_status(folder, status="interrupted", overrides=overrides)
+    return folder
+
+
+def test_a_run_saved_before_settings_were_added_resumes_when_they_keep_the_old_behaviour(tmp_path):
+    from fedfomo.runconfig import ADDED_SETTINGS, changed_settings, resumed_config
+
+    overrides = ["dataset=mnist", "num_clients=4"]
+
+    def older(cfg):  # saved before sim.bf16, sim.max_in_flight, sim.shared_store existed
+        for key in ("bf16", "max_in_flight", "shared_store"):
+            del cfg.sim[key]
+    cfg, _ = resumed_config(_saved_run(tmp_path / "old", overrides, older), [])
+    assert cfg.sim.shared_store == ADDED_SETTINGS["sim.shared_store"] and cfg.num_clients == 4
+
+    def changed_default(cfg):  # saved when the default learning rate was another
+        cfg.optim.lr = 0.5
+    with pytest.raises(ConfigError, match=r"defaults changed: optim\.lr: 0\.5 -> 0\.01") as err:
+        resumed_config(_saved_run(tmp_path / "lr", overrides, changed_default), [])
+    assert "\n" not in str(err.value)
+
+    def unknown_then(cfg):  # a setting that did not exist then and whose value now is not the old behaviour
+        del cfg.sim.shared_store
+    now = compose([*overrides, "sim.shared_store=false"])
+    saved = OmegaConf.create(config_yaml(now))
+    unknown_then(saved)
+    assert changed_settings(saved, now) == ["sim.shared_store (new, False)"]
+    assert changed_settings(OmegaConf.create(config_yaml(now)), now) == []
