@@ -14,7 +14,11 @@ parameters, 6.6 MB):
   they are in a run).
 
 The blob written once per upload by the server's checkpoint is the same in both modes and is not
-counted. Prints the median over ``--repeat`` tries of each step, in ms per sampled client::
+counted there; the last line times what every sampled client costs in writes whatever the mode
+(run safety: a kill loses no finished round): the client's state file (its baseline model,
+:func:`fedfomo.checkpoint.save_client`) and the server's blob of its upload
+(:func:`fedfomo.checkpoint.write_blob`), each one model, written atomically and fsync'd.
+Prints the median over ``--repeat`` tries of each step, in ms per sampled client::
 
     python benchmarks/download_cost.py --num-models 1 5 10 20
 """
@@ -116,6 +120,39 @@ def download_cost(num_models: int, model: str, image_shape: tuple[int, int, int]
     return out
 
 
+def persist_cost(model: str, image_shape: tuple[int, int, int], repeat: int, folder: Path) -> dict[str, float]:
+    """Milliseconds of the two model-sized writes each sampled client costs per round.
+
+    Parameters
+    ----------
+    model : str
+        ``model`` setting (:func:`fedfomo.models.build_model`).
+    image_shape : tuple of int
+        Input shape (C, H, W).
+    repeat : int
+        Timed calls per step.
+    folder : Path
+        A scratch run folder.
+
+    Returns
+    -------
+    dict
+        ``{"client state file": ms, "server blob": ms}``.
+
+    """
+    from flwr.app import ArrayRecord, RecordDict
+
+    from fedfomo.checkpoint import save_client
+
+    folder = Path(tempfile.mkdtemp(dir=folder))  # blobs are written once per name: a fresh folder each call
+    weights = get_weights(build_model(model, image_shape, 10, 0))
+    state = RecordDict({"baseline": ArrayRecord([np.ascontiguousarray(w) for w in weights])})
+    rounds = iter(range(1, 10 ** 6))
+    return {"client state file": median_ms(lambda: save_client(folder, 0, next(rounds), state, checkpointed=0),
+                                           repeat),
+            "server blob": median_ms(lambda: write_blob(folder, store_key(0, next(rounds)), weights), repeat)}
+
+
 def main() -> None:
     """Both ways for every M asked for; one line per step."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -133,6 +170,9 @@ def main() -> None:
             for mode, steps in cost.items():
                 parts = " | ".join(f"{k} {v:.1f}" for k, v in steps.items() if k != "total")
                 print(f"M={m} {mode:7s}: {steps['total']:6.1f} ms per sampled client ({parts})", flush=True)
+        writes = persist_cost(args.model, tuple(args.image_shape), args.repeat, Path(tmp))
+        print(f"writes, any M: {sum(writes.values()):6.1f} ms per sampled client ("
+              + " | ".join(f"{k} {v:.1f}" for k, v in writes.items()) + ")", flush=True)
 
 
 if __name__ == "__main__":

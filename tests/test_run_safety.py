@@ -75,7 +75,7 @@ def test_client_state_round_trip_and_retention(tmp_path):
     for rnd in (1, 2, 3):
         checkpoint.save_client(tmp_path, 7, rnd, state, checkpointed=rnd - 1)
     files = sorted(p.name for p in checkpoint.client_folder(tmp_path, 7).iterdir())
-    assert files == ["round_0002.json", "round_0002.npz", "round_0003.json", "round_0003.npz"]
+    assert files == ["round_0002.json", "round_0002.npys", "round_0003.json", "round_0003.npys"]
     out = RecordDict()
     out["stale"] = ConfigRecord({"x": 1})
     assert checkpoint.restore_client(tmp_path, 7, 2, out) == 2
@@ -83,6 +83,45 @@ def test_client_state_round_trip_and_retention(tmp_path):
     np.testing.assert_array_equal(out["baseline"].to_numpy_ndarrays()[0], np.arange(6).reshape(2, 3))
     assert list(out["dp_history"]["steps"]) == [3, 4]
     assert checkpoint.restore_client(tmp_path, 7, 1, out) == 0 and len(out.keys()) == 0
+
+
+def test_client_state_of_an_older_version_npz_is_restored_and_retired(tmp_path):
+    state = RecordDict()
+    state["baseline"] = ArrayRecord([np.arange(6, dtype=np.float32).reshape(2, 3)])
+    folder = checkpoint.client_folder(tmp_path, 3)
+    arrays, meta = checkpoint.state_to_files(state)
+    folder.mkdir(parents=True)
+    (folder / "round_0001.json").write_text(json.dumps(meta))
+    np.savez(folder / "round_0001.npz", **arrays)  # how versions before .npys saved it
+    out = RecordDict()
+    assert checkpoint.restore_client(tmp_path, 3, 1, out) == 1
+    np.testing.assert_array_equal(out["baseline"].to_numpy_ndarrays()[0], np.arange(6).reshape(2, 3))
+    checkpoint.save_client(tmp_path, 3, 2, state, checkpointed=2)
+    checkpoint.save_client(tmp_path, 3, 3, state, checkpointed=2)  # round 1 no longer needed: both formats go
+    assert sorted(p.name for p in folder.iterdir()) == ["round_0002.json", "round_0002.npys",
+                                                        "round_0003.json", "round_0003.npys"]
+
+
+def test_npys_round_trip_keeps_names_order_and_bits_and_refuses_a_damaged_file(tmp_path):
+    from fedfomo.runs import atomic_save_arrays, load_arrays
+
+    saved = {"b/0": np.asfortranarray(np.random.default_rng(1).random((3, 2))), "a": np.array(2.5),
+             "empty": np.zeros((0, 3), np.float32), "flags": np.array([True, False]), "名": np.int64([7])}
+    atomic_save_arrays(tmp_path / "x.npys", saved)
+    got = load_arrays(tmp_path / "x.npys")
+    assert list(got) == list(saved)
+    for k, value in saved.items():
+        assert got[k].dtype == value.dtype and got[k].shape == value.shape
+        np.testing.assert_array_equal(got[k], value)
+    atomic_save_arrays(tmp_path / "none.npys", {})
+    assert load_arrays(tmp_path / "none.npys") == {}
+    data = (tmp_path / "x.npys").read_bytes()
+    (tmp_path / "short.npys").write_bytes(data[:-4])
+    (tmp_path / "long.npys").write_bytes(data + b"xx")
+    with pytest.raises(ValueError):
+        load_arrays(tmp_path / "short.npys")
+    with pytest.raises(ValueError, match="bytes after"):
+        load_arrays(tmp_path / "long.npys")
 
 
 # -- end to end ----------------------------------------------------------------------------------------

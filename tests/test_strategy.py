@@ -182,12 +182,12 @@ def test_store_checkpoint_writes_each_upload_once_and_drops_replaced_ones(tmp_pa
     st.aggregate(1, {c: _up(c, [np.full(2, float(c)), np.full(1, float(c))], "", "") for c in range(3)})
     checkpoint.save_server(tmp_path, 1, *st.checkpoint_state(), blobs=st.checkpoint_blobs())
     blobs = tmp_path / "checkpoint" / "blobs"
-    assert sorted(p.name for p in blobs.iterdir()) == ["store_0_r0001.npz", "store_1_r0001.npz", "store_2_r0001.npz"]
-    kept = (blobs / "store_0_r0001.npz").stat().st_mtime_ns
+    assert sorted(p.name for p in blobs.iterdir()) == ["store_0_r0001.npys", "store_1_r0001.npys", "store_2_r0001.npys"]
+    kept = (blobs / "store_0_r0001.npys").stat().st_mtime_ns
     st.aggregate(2, {1: _up(1, [np.full(2, 7.0), np.full(1, 7.0)], "", "")})
     checkpoint.save_server(tmp_path, 2, *st.checkpoint_state(), blobs=st.checkpoint_blobs())
-    assert sorted(p.name for p in blobs.iterdir()) == ["store_0_r0001.npz", "store_1_r0002.npz", "store_2_r0001.npz"]
-    assert (blobs / "store_0_r0001.npz").stat().st_mtime_ns == kept  # not written again
+    assert sorted(p.name for p in blobs.iterdir()) == ["store_0_r0001.npys", "store_1_r0002.npys", "store_2_r0001.npys"]
+    assert (blobs / "store_0_r0001.npys").stat().st_mtime_ns == kept  # not written again
     fresh = _strategy(tmp_path / "other", n=3, m=2)
     rnd, arrays, meta = checkpoint.load_server(tmp_path)
     fresh.restore_state(arrays, meta)
@@ -198,17 +198,22 @@ def test_store_checkpoint_writes_each_upload_once_and_drops_replaced_ones(tmp_pa
 
 
 def test_read_blob_returns_exactly_what_was_saved(tmp_path):
+    from fedfomo import checkpoint
     from fedfomo.checkpoint import pack, read_blob, write_blob
 
     saved = [np.arange(12, dtype=np.float32).reshape(3, 4), np.asfortranarray(np.random.default_rng(0).random((5, 3))),
              np.array(3, dtype=np.int64), np.zeros((0, 4), dtype=np.float32), np.array([True, False])]
     path = write_blob(tmp_path, "x", saved)
-    assert path == tmp_path / "checkpoint" / "blobs" / "x.npz"
-    np.savez_compressed(tmp_path / "compressed.npz", **pack("w", saved))  # not what write_blob writes: still read
-    for got in (read_blob(path), read_blob(tmp_path / "compressed.npz")):
+    assert path == tmp_path / "checkpoint" / "blobs" / "x.npys"
+    legacy = write_blob(tmp_path / "old", "x", [])
+    legacy.unlink()
+    np.savez(legacy.with_suffix(".npz"), **pack("w", saved))  # a blob of a version before .npys: still read
+    assert checkpoint.blob_path(tmp_path / "old", "x") == legacy.with_suffix(".npz")
+    for got in (read_blob(path), read_blob(legacy.with_suffix(".npz"))):
         assert len(got) == len(saved)
         for a, b in zip(saved, got):
             assert a.dtype == b.dtype and a.shape == b.shape and b.flags.writeable and b.flags.aligned
+            assert a.flags.f_contiguous == b.flags.f_contiguous
             np.testing.assert_array_equal(a, b)
     write_blob(tmp_path, "x", [np.ones(1)])  # a blob's name names its content: never rewritten
     np.testing.assert_array_equal(read_blob(path)[0], saved[0])
