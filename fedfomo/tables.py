@@ -11,6 +11,7 @@ README between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->`` markers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -261,7 +262,8 @@ def render(cells: dict[CellKey, Cell]) -> dict[str, str]:
             lines.append(f"| {NAMES[r]} | " + " | ".join(texts) + " |")
         lines.append("")
         lines.append(_footer(table, cols, group))
-        name = f"{table}_{scale}_{variant}".replace(" ", "").replace(",", "_").replace("=", "").strip("_")
+        name = re.sub(r"[^A-Za-z0-9_-]", "",
+                      f"{table}_{scale}_{variant}".replace(" ", "").replace(",", "_").replace("=", "").strip("_"))
         out[name] = "\n".join(lines)
     return out
 

@@ -74,3 +74,10 @@ def test_d10_label_clusters_is_the_papers_column_and_kmeans_d10_is_apart():
     md = render(cells)["table2_samples_per_client1000"]
     header = md.split("\n")[2]
     assert header.index("D=2 ") < header.index("D=5 ") < header.index("D=10 (class labels)")
+
+
+def test_marker_names_of_held_out_tables_are_plain():
+    held_out = "CIFAR-100 held-out test (10000 train images, seed 0)"
+    names = sorted(render(build_tables([_s(dataset="cifar100", test_split=held_out)])))
+    assert names == ["table4_samples_per_client1000_CIFAR-100held-outtest10000trainimages_seed0",
+                     "table5_samples_per_client1000_CIFAR-100held-outtest10000trainimages_seed0"]
