@@ -16,6 +16,7 @@ import torch
 from flwr.client import NumPyClient
 from flwr.common import ArrayRecord, ConfigRecord, RecordDict
 
+from fedfomo.data import training_transform
 from fedfomo.models import build_model, get_weights, set_weights
 from fedfomo.privacy import DPConfig
 from fedfomo.training import OptimConfig, evaluate, round_lr, train
@@ -57,6 +58,8 @@ class ClientSettings:
         Where the client's model and data live (``cpu`` or ``cuda``).
     dp : DPConfig, optional
         DP-SGD settings when local training is differentially private (:mod:`fedfomo.privacy`).
+    augment : str
+        ``dataset.augment`` of every training batch (:func:`fedfomo.data.training_transform`).
 
     """
 
@@ -76,6 +79,7 @@ class ClientSettings:
     method_params: dict | None = None
     device: str = "cpu"
     dp: DPConfig | None = None
+    augment: str = "none"
 
 
 class BaseClient(NumPyClient):
@@ -126,6 +130,10 @@ class BaseClient(NumPyClient):
         seq = np.random.SeedSequence([self.s.seed, self.cid, server_round] + ([stream] if stream else []))
         return torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
+    def batch_transform(self, server_round: int):
+        """The round's training-batch transform (``dataset.augment``; its own seeded stream), or None."""
+        return training_transform(self.s.augment, self.generator(server_round, stream=3))
+
     # -- method hooks ------------------------------------------------------------------------
     def personalize(
         self, parameters: Weights, config: dict, commit: bool
@@ -162,7 +170,7 @@ class BaseClient(NumPyClient):
             return self.dp_training(server_round, optim)
         return train(self.model, self.data.train_x, self.data.train_y, epochs=self.s.local_epochs,
                      optim=optim, mean=self.s.mean, std=self.s.std, generator=self.generator(server_round),
-                     extra_loss=self.extra_loss(start))
+                     extra_loss=self.extra_loss(start), transform=self.batch_transform(server_round))
 
     def dp_training(self, server_round: int, optim: OptimConfig) -> float:
         """E epochs of DP-SGD (:func:`fedfomo.privacy.train_dp`); the epsilon so far goes into the round's metrics."""
@@ -172,7 +180,8 @@ class BaseClient(NumPyClient):
         history = [] if saved is None else list(zip(saved["noise"], saved["rate"], saved["steps"]))  # type: ignore[index]
         loss, history = train_dp(self.model, self.data.train_x, self.data.train_y, epochs=self.s.local_epochs,
                                  optim=optim, mean=self.s.mean, std=self.s.std,
-                                 generator=self.generator(server_round, stream=2), dp=self.s.dp, history=history)
+                                 generator=self.generator(server_round, stream=2), dp=self.s.dp, history=history,
+                                 transform=self.batch_transform(server_round))
         self.state["dp_history"] = ConfigRecord({"noise": [float(h[0]) for h in history],
                                                  "rate": [float(h[1]) for h in history],
                                                  "steps": [int(h[2]) for h in history]})

@@ -10,7 +10,7 @@ import math
 
 from omegaconf import DictConfig, OmegaConf
 
-from fedfomo.data import DATASETS, DEFAULT_HOLDOUT_SIZE, TEST_SPLITS
+from fedfomo.data import AUGMENTS, DATASETS, DEFAULT_HOLDOUT_SIZE, TEST_SPLITS
 from fedfomo.latent import CLUSTER_BY, EMBEDDERS, resolve_cluster_by
 from fedfomo.models import MODELS
 from fedfomo.partition import PARTITIONS
@@ -72,6 +72,7 @@ def validate_config(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
     """
     check_choice("dataset.name", cfg.dataset.name, DATASETS)
     _validate_test_split(cfg.dataset)
+    check_choice("dataset.augment", cfg.dataset.get("augment", "none"), AUGMENTS)
     check_choice("partition.name", cfg.partition.name, PARTITIONS)
     from fedfomo import methods
 

@@ -29,6 +29,9 @@ DATASETS = ("mnist", "cifar10", "cifar100")
 DATA_ENV_VAR = "FEDFOMO_DATA"
 #: ``dataset.test_split``: the official test file, or training images held out as the test set
 TEST_SPLITS = ("official", "holdout")
+#: ``dataset.augment``: none (the paper says nothing of augmentation) | crop_flip (the authors' code
+#: for CIFAR: ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()`` of every training image)
+AUGMENTS = ("none", "crop_flip")
 DEFAULT_HOLDOUT_SIZE = 10000
 #: How the datasets are named in labels ("CIFAR-100 held-out test").
 DISPLAY_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
@@ -330,3 +333,62 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) 
     s = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1) * 255.0
     out = (x.float() - m * 255.0) / s
     return out.contiguous(memory_format=torch.channels_last)
+
+
+def random_crop_flip(x: torch.Tensor, generator: torch.Generator, flip: bool = True, pad: int = 4) -> torch.Tensor:
+    """Random crops of the zero-padded batch and, if ``flip``, random horizontal flips (as tensor ops).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        A float batch (N, C, H, W): pixels (0..255, zero padding = black, as torchvision's
+        ``RandomCrop(padding=4)``) or already normalized values.
+    generator : torch.Generator
+        Seeded source of the offsets and flips.
+    flip : bool
+        Also flip each image left-right with probability 1/2.
+    pad : int
+        Padding on every side; the crop keeps the image size.
+
+    Returns
+    -------
+    torch.Tensor
+        The augmented batch, same shape and dtype.
+
+    """
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(c, device=x.device)[None, :, None, None]
+    out = padded[batch, chans, rows, cols]
+    if flip:
+        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        out = torch.where(mask[:, None, None, None], out.flip(3), out)
+    return out
+
+
+def training_transform(augment: str, generator: torch.Generator):
+    """The per-batch transform of training images for ``dataset.augment``: None for ``none``.
+
+    Parameters
+    ----------
+    augment : str
+        One of :data:`AUGMENTS`.
+    generator : torch.Generator
+        Seeded source of the augmentation (its own stream: the batch order does not change).
+
+    Returns
+    -------
+    callable or None
+        ``uint8 batch -> float pixel batch`` (:func:`random_crop_flip`), before :func:`normalize`.
+
+    """
+    if augment == "none":
+        return None
+    if augment == "crop_flip":
+        return lambda xb: random_crop_flip(xb.float(), generator)
+    raise ValueError(f"dataset.augment={augment!r} is not supported; allowed: {', '.join(AUGMENTS)}")

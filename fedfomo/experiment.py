@@ -78,7 +78,7 @@ def build_experiment(cfg: DictConfig) -> Experiment:
         lr_decay=cfg.optim.lr_decay, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
         batch_size=cfg.optim.batch_size, eval_batch_size=cfg.optim.eval_batch_size,
         method_params=methods.method_params(cfg),
-        dp=dp_config(cfg),
+        dp=dp_config(cfg), augment=str(cfg.dataset.get("augment", "none")),
     )
     method = methods.get(cfg.method.name)
     shared = None
@@ -192,7 +192,7 @@ def run_facts(cfg: DictConfig, emd: float | Mapping) -> dict:
     emds = dict(emd) if isinstance(emd, Mapping) else {"emd": emd, "emd_ground": DEFAULT_GROUND, "emd_authors": None}
     return {
         "method": cfg.method.name, "dataset": cfg.dataset.name, "test_split": configured_test_split(cfg.dataset),
-        "partition": cfg.partition.name,
+        "augment": str(cfg.dataset.get("augment", "none")), "partition": cfg.partition.name,
         "num_clients": cfg.num_clients, "num_rounds": cfg.num_rounds, "participation": cfg.participation,
         "local_epochs": cfg.local_epochs, "seed": cfg.seed, "model": cfg.model,
         "samples_per_client": cfg.samples_per_client,

@@ -18,7 +18,7 @@ pFedMe) are refused: Opacus's per-sample gradients would silently leave out what
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -62,7 +62,8 @@ def epsilon_of(history: Sequence[tuple[float, float, int]], delta: float) -> flo
 
 def train_dp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, optim: OptimConfig,
              mean: tuple[float, ...], std: tuple[float, ...], generator: torch.Generator, dp: DPConfig,
-             history: History) -> tuple[float, History]:
+             history: History, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+             ) -> tuple[float, History]:
     """Train ``model`` in place for ``epochs`` epochs of DP-SGD.
 
     Parameters
@@ -83,6 +84,8 @@ def train_dp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
         Noise multiplier, clipping norm, delta.
     history : list
         The client's accountant history before this training.
+    transform : callable, optional
+        Applied to every uint8 batch before normalization (``dataset.augment``).
 
     Returns
     -------
@@ -115,7 +118,8 @@ def train_dp(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int,
             for xb, yb in dp_loader:
                 if len(yb) == 0:  # an empty Poisson batch (probability (1 - B/N)^N): nothing to learn from
                     continue
-                loss = F.cross_entropy(dp_model(normalize(xb, mean, std)), yb)
+                inputs = xb if transform is None else transform(xb)
+                loss = F.cross_entropy(dp_model(normalize(inputs, mean, std)), yb)
                 dp_opt.zero_grad(set_to_none=True)
                 with warnings.catch_warnings():  # the input needs no gradient: Opacus's hooks still fire
                     warnings.filterwarnings("ignore", message="Full backward hook is firing")

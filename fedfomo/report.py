@@ -105,13 +105,14 @@ def paper_value(s: dict) -> float | None:
 
 
 def dataset_label(s: dict) -> str:
-    """The dataset, and a held-out test split by name.
+    """The dataset, a held-out test split by name and training augmentation.
 
     E.g. ``cifar100, CIFAR-100 held-out test (10000 train images, seed 0)``. Such runs never share
-    a row (or a mean) with runs on the official test set.
+    a row (or a mean) with runs on the official test set (likewise ``augment=crop_flip`` runs).
     """
     split = s.get("test_split")
-    return str(s["dataset"]) if split in (None, "official") else f"{s['dataset']}, {split}"
+    label = str(s["dataset"]) if split in (None, "official") else f"{s['dataset']}, {split}"
+    return label if s.get("augment", "none") == "none" else f"{label}, augment={s['augment']}"
 
 
 def partition_label(s: dict) -> str:

@@ -258,6 +258,7 @@ ADDED_SETTINGS: dict[str, object] = {
     "method.warmup_epochs": 0, "method.affinity_norm": "none", "method.extra_candidates": "none",
     "method.num_subfederations": None,
     "dataset.test_split": "official", "dataset.holdout_size": 10000, "dataset.holdout_seed": 0,
+    "dataset.augment": "none",
 }
 
 

@@ -104,6 +104,8 @@ def paper_cell(s: dict) -> CellKey | None:
         return None
     split = s.get("test_split")
     variant = "" if split in (None, "official") else str(split)
+    if s.get("augment", "none") != "none":  # the authors' augmentation: never in a default run's cell
+        variant = ", ".join(v for v in (variant, f"augment={s['augment']}") if v)
     if s.get("authors_options"):  # FedFomo with options of the authors' code: never in a default run's cell
         variant = ", ".join(v for v in (variant, f"authors options {s['authors_options']}") if v)
     ds, part, n = s.get("dataset"), s.get("partition"), s.get("num_clients")

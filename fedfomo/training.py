@@ -49,6 +49,7 @@ def train(
     std: tuple[float, ...],
     generator: torch.Generator,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
     """Train ``model`` in place with mini-batch SGD.
 
@@ -68,6 +69,9 @@ def train(
         Seeded source of the batch order.
     extra_loss : callable, optional
         Added to every batch loss (e.g. a proximal term); receives the model.
+    transform : callable, optional
+        Applied to every uint8 batch before normalization (``dataset.augment``,
+        :func:`fedfomo.data.training_transform`).
 
     Returns
     -------
@@ -80,7 +84,8 @@ def train(
                           weight_decay=optim.weight_decay)
     total, batches = 0.0, 0
     for idx in batch_indices(len(y), optim.batch_size, epochs, generator):
-        out = model(normalize(x[idx], mean, std))
+        xb = x[idx] if transform is None else transform(x[idx])
+        out = model(normalize(xb, mean, std))
         loss = F.cross_entropy(out, y[idx])
         if extra_loss is not None:
             loss = loss + extra_loss(model)

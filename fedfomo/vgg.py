@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedfomo.data import ImageDataset, normalize
+from fedfomo.data import ImageDataset, normalize, random_crop_flip
 
 log = logging.getLogger("fedfomo")
 
@@ -90,23 +90,6 @@ def vgg_batch(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], 
     return vgg_inputs(x, mean, std).to(device).contiguous(memory_format=torch.channels_last)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, flip: bool, pad: int = 4) -> torch.Tensor:
-    """Random crops (zero padding ``pad``) and, if ``flip``, random horizontal flips of a float batch."""
-    n, c, h, w = x.shape
-    padded = nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chans = torch.arange(c, device=x.device)[None, :, None, None]
-    out = padded[batch, chans, rows, cols]
-    if flip:
-        mask = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-        out = torch.where(mask[:, None, None, None], out.flip(3), out)
-    return out
-
-
 def autocast(device: torch.device, precision: str) -> torch.autocast:
     """Mixed-precision context: bfloat16 autocast for ``precision="bf16"``, a no-op for ``fp32``."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
@@ -167,7 +150,7 @@ def train_vgg11(ds: ImageDataset, settings: Mapping, seed: int, device: torch.de
         start = time.perf_counter()
         total, correct, loss_sum = 0, 0, 0.0
         for idx in torch.randperm(n, generator=gen).split(bs):
-            x = augment(vgg_inputs(ds.train_x[idx], ds.mean, ds.std).to(device), gen, flip)
+            x = random_crop_flip(vgg_inputs(ds.train_x[idx], ds.mean, ds.std).to(device), gen, flip)
             x = x.contiguous(memory_format=torch.channels_last)
             y = ds.train_y[idx].to(device)
             with autocast(device, precision):

@@ -49,6 +49,7 @@ def test_default_config_is_valid():
         (["method.distance=cosine"], "method.distance", "l1, l2"),
         (["model=resnet"], "model", "cnn_authors, cnn_mcmahan"),
         (["sim.shared_store=maybe"], "sim.shared_store", "auto, true, false"),
+        (["dataset.augment=rotate"], "dataset.augment", "none, crop_flip"),
     ],
 )
 def test_bad_values_name_key_and_allowed(overrides, key, allowed):

@@ -75,3 +75,39 @@ def test_messages_roundtrip():
     assert len(back) == 2 and np.array_equal(back[1][1], models[1][1])
     with pytest.raises(ValueError):
         split_models(concat_models(models), 3)
+
+
+def test_crop_flip_is_a_shifted_window_of_the_zero_padded_image_or_its_mirror():
+    from fedfomo.data import random_crop_flip, training_transform
+
+    assert training_transform("none", torch.Generator()) is None
+    with pytest.raises(ValueError, match=r"dataset\.augment='rotate' is not supported; allowed: none, crop_flip"):
+        training_transform("rotate", torch.Generator())
+    x = torch.arange(1, 3 * 8 * 8 + 1, dtype=torch.uint8).reshape(1, 3, 8, 8).repeat(6, 1, 1, 1)
+    out = training_transform("crop_flip", torch.Generator().manual_seed(0))(x)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    padded = torch.nn.functional.pad(x.float(), (4, 4, 4, 4))  # black border, as RandomCrop(padding=4)
+    windows = [padded[0, :, dy:dy + 8, dx:dx + 8] for dy in range(9) for dx in range(9)]
+    for img in out:
+        assert any(torch.equal(img, w) or torch.equal(img, w.flip(2)) for w in windows)
+    assert len({tuple(img.flatten().tolist()) for img in out}) > 1  # the draws differ between images
+    again = random_crop_flip(x.float(), torch.Generator().manual_seed(0))
+    assert torch.equal(again, out)  # seeded
+
+
+def test_training_with_augmentation_differs_and_is_deterministic():
+    from fedfomo.data import training_transform
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (32, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    y = torch.arange(32) % 2
+    weights = []
+    for augment in ("none", "crop_flip", "crop_flip"):
+        m = build_model("cnn_authors", (3, 32, 32), 2, seed=0)
+        train(m, x, y, epochs=1, optim=OptimConfig(0.05, 0.0, 1e-4, 16), mean=(0.5,) * 3, std=(0.5,) * 3,
+              generator=torch.Generator().manual_seed(1),
+              transform=training_transform(augment, torch.Generator().manual_seed(2)))
+        weights.append(get_weights(m))
+    assert not all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1]))
+    for a, b in zip(weights[1], weights[2]):
+        np.testing.assert_array_equal(a, b)

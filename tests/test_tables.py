@@ -81,3 +81,8 @@ def test_marker_names_of_held_out_tables_are_plain():
     names = sorted(render(build_tables([_s(dataset="cifar100", test_split=held_out)])))
     assert names == ["table4_samples_per_client1000_CIFAR-100held-outtest10000trainimages_seed0",
                      "table5_samples_per_client1000_CIFAR-100held-outtest10000trainimages_seed0"]
+
+
+def test_augmented_runs_get_cells_of_their_own():
+    assert paper_cell(_s(augment="crop_flip")).variant == "augment=crop_flip"
+    assert paper_cell(_s(augment="none")) == paper_cell(_s())

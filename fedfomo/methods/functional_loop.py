@@ -91,12 +91,14 @@ class FunctionalLoopClient(BaseClient):
         """One seeded batch of local training data for the round's personalization step."""
         n = len(self.data.train_y)
         idx = torch.randperm(n, generator=self.generator(server_round, stream=1))[: self.s.batch_size]
-        return self.data.train_x[idx], self.data.train_y[idx]
+        transform = self.batch_transform(server_round)
+        x = self.data.train_x[idx]
+        return (x if transform is None else transform(x)), self.data.train_y[idx]
 
     def epoch_batches(self, server_round: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The round's E epochs of batches, in the shared loop's seeded order."""
-        g = self.generator(server_round)
-        return [(self.data.train_x[i], self.data.train_y[i])
+        g, transform = self.generator(server_round), self.batch_transform(server_round)
+        return [(self.data.train_x[i] if transform is None else transform(self.data.train_x[i]), self.data.train_y[i])
                 for i in batch_indices(len(self.data.train_y), self.s.batch_size, self.s.local_epochs, g)]
 
     def load_params(self, params: list[torch.Tensor]) -> None:
