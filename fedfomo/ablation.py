@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,16 +28,46 @@ FIGURES = {
 }
 
 
-def load_runs(folders: Sequence[str | Path]) -> list[dict]:
-    """Every completed run below ``folders``: its config, summary and per-round mean accuracy."""
+# settings every run of one figure must share (the swept keys, the seed and the hardware may differ)
+SHARED = ("dataset", "partition", "num_distributions", "samples_per_client", "num_rounds", "local_epochs")
+
+
+def load_runs(folders: Sequence[str | Path], method: str = "fedfomo") -> list[dict]:
+    """Every completed run of ``method`` below ``folders``: its config, summary and per-round mean accuracy.
+
+    Runs of other methods (a table's folder holds FedAvg and Local runs beside FedFomo's) are skipped.
+    """
     runs = []
     for folder in folders:
         for path in sorted(Path(folder).rglob("summary.json")):
             cfg = OmegaConf.load(path.parent / "config.yaml")
+            if OmegaConf.select(cfg, "method.name") != method:
+                continue
             with (path.parent / "rounds.csv").open() as f:
                 curve = [float(r["mean_acc"]) for r in csv.DictReader(f)]
             runs.append({"cfg": cfg, "summary": json.loads(path.read_text()), "curve": curve, "dir": str(path.parent)})
     return runs
+
+
+def check_comparable(runs: list[dict]) -> None:
+    """Refuse, in one line, runs that differ in a setting other than the swept ones (``SHARED``)."""
+    for key in SHARED:
+        values = {str(r["summary"].get(key)) for r in runs}
+        if len(values) > 1:
+            raise SystemExit(f"error: the runs differ in {key} ({', '.join(sorted(values))}); "
+                             "one figure compares runs of one setting")
+
+
+def hardware(summary: dict) -> str:
+    """Short name of the hardware a run used: its GPU's name, else ``CPU``.
+
+    The GPU's name is the part of the summary's ``hardware`` before ``N GPU per client``.
+    """
+    parts = [p.strip() for p in str(summary.get("hardware", "")).split(",")]
+    for i, part in enumerate(parts):
+        if part.endswith("GPU per client") and i > 0:
+            return parts[i - 1]
+    return "CPU"
 
 
 def group(runs: list[dict], x_key: str, line_key: str | None) -> dict[object, dict[float, list[dict]]]:
@@ -44,8 +75,12 @@ def group(runs: list[dict], x_key: str, line_key: str | None) -> dict[object, di
     out: dict[object, dict[float, list[dict]]] = {}
     for r in runs:
         line = OmegaConf.select(r["cfg"], line_key) if line_key else "FedFomo"
-        x = float(OmegaConf.select(r["cfg"], x_key))
-        out.setdefault(line, {}).setdefault(x, []).append(r)
+        x = OmegaConf.select(r["cfg"], x_key)
+        if x is None or line is None:  # config.yaml written before the key was saved in full: value unknown
+            print(f"skipped {r['dir']}: its config.yaml does not record {x_key if x is None else line_key}",
+                  file=sys.stderr)
+            continue
+        out.setdefault(line, {}).setdefault(float(x), []).append(r)
     return out
 
 
@@ -59,7 +94,8 @@ def plot_ablation(figure: str, folders: Sequence[str | Path], out: str | Path) -
     x_key, line_key, x_label, title = FIGURES[figure]
     runs = load_runs(folders)
     if not runs:
-        raise SystemExit(f"error: no completed run (summary.json) below {', '.join(map(str, folders))}")
+        raise SystemExit(f"error: no completed FedFomo run (summary.json) below {', '.join(map(str, folders))}")
+    check_comparable(runs)
     groups = group(runs, x_key, line_key)
     fig, (ax_final, ax_curve) = plt.subplots(1, 2, figsize=(11, 4))
     for line, by_x in sorted(groups.items(), key=lambda kv: str(kv[0])):
@@ -83,8 +119,12 @@ def plot_ablation(figure: str, folders: Sequence[str | Path], out: str | Path) -
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6)
     scale = {str(r["summary"].get("samples_per_client")) for r in runs}
+    hw: dict[str, int] = {}
+    for r in runs:
+        hw[hardware(r["summary"])] = hw.get(hardware(r["summary"]), 0) + 1
     fig.suptitle(f"{title} ({runs[0]['summary']['dataset']}, {runs[0]['summary']['partition']}, "
-                 f"samples_per_client={'/'.join(sorted(scale))}, {len(runs)} runs)", fontsize=9)
+                 f"samples_per_client={'/'.join(sorted(scale))}, {len(runs)} runs: "
+                 f"{', '.join(f'{n} on {h}' for h, n in sorted(hw.items()))})", fontsize=9)
     fig.tight_layout()
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

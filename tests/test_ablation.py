@@ -6,14 +6,15 @@ import json
 
 import pytest
 
-from fedfomo.ablation import group, load_runs, plot_ablation
+from fedfomo.ablation import group, hardware, load_runs, plot_ablation
 
 
-def _run(folder, eps, m, seed, acc):
+def _run(folder, eps, m, seed, acc, method="fedfomo", spc=1000, hw="AMD EPYC, 2 cores"):
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(f"method:\n  epsilon: {eps}\n  num_models: {m}\nval_ratio: 0.2\nseed: {seed}\n")
-    (folder / "summary.json").write_text(json.dumps({"final_mean_acc": acc, "dataset": "cifar10",
-                                                     "partition": "latent", "samples_per_client": 1000}))
+    (folder / "config.yaml").write_text(f"method:\n  name: {method}\n  epsilon: {eps}\n  num_models: {m}\n"
+                                        f"val_ratio: 0.2\nseed: {seed}\n")
+    (folder / "summary.json").write_text(json.dumps({"final_mean_acc": acc, "dataset": "cifar10", "hardware": hw,
+                                                     "partition": "latent", "samples_per_client": spc}))
     (folder / "rounds.csv").write_text("round,mean_acc\n1,0.2\n2,0.4\n")
 
 
@@ -31,5 +32,32 @@ def test_groups_by_line_and_x_with_one_run_per_seed(tmp_path):
 
 
 def test_no_runs_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="no completed run"):
+    with pytest.raises(SystemExit, match="no completed FedFomo run"):
         plot_ablation("fig9", [tmp_path], tmp_path / "x.png")
+
+
+def test_other_methods_are_skipped_and_hardware_named(tmp_path):
+    _run(tmp_path / "fomo", 0.3, 5, 0, 0.8, hw="Xeon, 16 cores, torch 2.11, NVIDIA H200, 0.125 GPU per client")
+    _run(tmp_path / "avg", 0.3, 5, 0, 0.4, method="fedavg")
+    runs = load_runs([tmp_path])
+    assert [r["summary"]["final_mean_acc"] for r in runs] == [0.8]
+    assert hardware(runs[0]["summary"]) == "NVIDIA H200"
+    assert hardware({"hardware": "AMD EPYC 7B13, 2 cores, 1 torch thread(s) per client, torch 2.14.1"}) == "CPU"
+
+
+def test_runs_of_different_settings_are_refused_in_one_line(tmp_path):
+    _run(tmp_path / "a", 0.3, 5, 0, 0.8)
+    _run(tmp_path / "b", 0.3, 5, 1, 0.8, spc=500)
+    with pytest.raises(SystemExit, match="differ in samples_per_client"):
+        plot_ablation("fig3", [tmp_path], tmp_path / "x.png")
+
+
+def test_a_run_whose_config_lacks_the_swept_key_is_skipped(tmp_path, capsys):
+    _run(tmp_path / "a", 0.3, 5, 0, 0.8)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.yaml").write_text("method:\n  name: fedfomo\nseed: 0\n")
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({"final_mean_acc": 0.1}))
+    (tmp_path / "old" / "rounds.csv").write_text("round,mean_acc\n1,0.1\n")
+    g = group(load_runs([tmp_path]), "method.epsilon", "method.num_models")
+    assert list(g) == [5] and [r["summary"]["final_mean_acc"] for r in g[5][0.3]] == [0.8]
+    assert "does not record method.epsilon" in capsys.readouterr().err
