@@ -15,6 +15,7 @@ tables come straight from saved runs.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -59,6 +60,25 @@ def load_summaries(folders: list[Path]) -> list[dict]:
             s["run_dir"] = str(path.parent)
             out.append(s)
     return out
+
+
+def wall_time_of(s: dict) -> float:
+    """The run's wall time over all its attempts, in seconds.
+
+    Summaries written since ``wall_time_attempt_s`` exists count every attempt in
+    ``wall_time_s``. Older ones counted only the last attempt; for a resumed one of those, the
+    sum of its rounds' ``wall_s`` (``rounds.csv`` keeps every finished round of every attempt)
+    plus its final evaluation is used when larger.
+    """
+    wall = float(s.get("wall_time_s") or 0.0)
+    if "wall_time_attempt_s" in s or int(s.get("attempts") or 1) <= 1:
+        return wall
+    path = Path(s.get("run_dir", "")) / "rounds.csv"
+    if not s.get("run_dir") or not path.is_file():
+        return wall
+    with path.open() as f:
+        rounds = sum(float(r.get("wall_s") or 0.0) for r in csv.DictReader(f))
+    return max(wall, rounds + float(s.get("final_evaluation_s") or 0.0))
 
 
 def authors_emd_of(s: dict) -> float | None:
@@ -156,7 +176,7 @@ def markdown_table(summaries: list[dict]) -> str:
         if len(runs) > 1:
             acc += f" (± {means.std():.2f} over seeds)"
         paper = paper_value(runs[0])
-        wall = np.mean([r["wall_time_s"] for r in runs])
+        wall = np.mean([wall_time_of(r) for r in runs])
         emds = [r["emd"] for r in runs if r.get("emd") is not None]
         emd = f"{np.mean(emds):.2f}" if emds else "-"
         authors = [a for a in map(authors_emd_of, runs) if a is not None]
@@ -192,6 +212,7 @@ def enriched(summaries: list[dict]) -> list[dict]:
         cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
         row = enrich(s, cfg)  # type: ignore[arg-type]
         row["emd_authors"] = authors_emd_of(s)  # recomputed from partition.json for older runs
+        row["wall_time_s"] = wall_time_of(s)  # every attempt, also for older resumed runs
         out.append(row)
     return out
 

@@ -181,6 +181,28 @@ def max_in_flight(cfg: DictConfig) -> int:
     return int(cfg.sim.max_in_flight or _workers(cfg) + 2)
 
 
+def _prepare_folder(exp: Experiment, out_dir: Path) -> dict:
+    """Write the run's config.yaml (refusing a folder of another configuration) and partition.json.
+
+    Returns the partition's EMD facts (``emd``, ``emd_ground``, ``emd_authors``).
+    """
+    cfg: DictConfig = exp.cfg
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = config_yaml(cfg)
+    saved = out_dir / "config.yaml"
+    if saved.exists() and saved.read_text() != text:
+        raise RuntimeError(f"{saved} holds another configuration than this run's; use another run folder")
+    atomic_write_text(saved, text)
+    ds, splits = exp.dataset, exp.splits
+    emd = partition_emd_facts(ds.train_y.numpy(), splits, ds.num_classes)  # emd, emd_ground, emd_authors
+    atomic_write_text(out_dir / "partition.json", json.dumps({"clients": partition_report(ds, splits), **emd}))
+    log.info("%s | %s | %s | %d clients | train %d val %d test %d images per client (mean) | results in %s",
+             cfg.method.name, cfg.dataset.name, cfg.partition.name, cfg.num_clients,
+             np.mean([len(s.train) for s in splits]), np.mean([len(s.val) for s in splits]),
+             np.mean([len(s.test) for s in splits]), out_dir)
+    return emd
+
+
 def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool = False) -> dict:
     """Run ``exp`` over ``grid`` and write every result file into ``out_dir``.
 
@@ -205,19 +227,8 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
     start = time.perf_counter()
     cfg: DictConfig = exp.cfg
     commit = git_commit()  # before the run: the code that produced the results
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = config_yaml(cfg)
-    saved = out_dir / "config.yaml"
-    if saved.exists() and saved.read_text() != text:
-        raise RuntimeError(f"{saved} holds another configuration than this run's; use another run folder")
-    atomic_write_text(saved, text)
-    ds, splits = exp.dataset, exp.splits
-    emd = partition_emd_facts(ds.train_y.numpy(), splits, ds.num_classes)  # emd, emd_ground, emd_authors
-    atomic_write_text(out_dir / "partition.json", json.dumps({"clients": partition_report(ds, splits), **emd}))
-    log.info("%s | %s | %s | %d clients | train %d val %d test %d images per client (mean) | results in %s",
-             cfg.method.name, cfg.dataset.name, cfg.partition.name, cfg.num_clients,
-             np.mean([len(s.train) for s in splits]), np.mean([len(s.val) for s in splits]),
-             np.mean([len(s.test) for s in splits]), out_dir)
+    emd = _prepare_folder(exp, out_dir)
+    splits = exp.splits
 
     if exp.shared_train is not None:
         log.info("shared data: %d training images added to every client's train set", len(exp.shared_train))
@@ -226,7 +237,10 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
     if read_status(out_dir) is None:  # started by `flwr run` directly: nobody has marked the folder yet
         write_status(out_dir, status="running", round=0, num_rounds=int(cfg.num_rounds), started=now(), ended=None,
                      attempt=1, git_commit=commit, reason=None, resume_command=resume_command(out_dir))
-    attempt = int((read_status(out_dir) or {}).get("attempt", 1))
+    status = read_status(out_dir) or {}
+    attempt = int(status.get("attempt", 1))
+    # wall time of earlier attempts up to their last finished round (status.json's elapsed_s)
+    before = float(status.get("elapsed_s") or 0.0) if attempt > 1 else 0.0
     # -1: nothing done yet and a warm-up round 0 to run first (FedFomo's method.warmup_epochs)
     done = -1 if strategy.warmup_round else 0
     if attempt > 1:  # a resume: continue after the last checkpointed round
@@ -250,7 +264,7 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         t0 = time.perf_counter()
         checkpoint.save_server(out_dir, rnd, *strategy.checkpoint_state(), blobs=strategy.checkpoint_blobs())
         checkpoint_s.append(time.perf_counter() - t0)
-        write_status(out_dir, round=rnd)
+        write_status(out_dir, round=rnd, elapsed_s=before + time.perf_counter() - start)
     # final evaluation: every client, a window at a time, recorded as replies come (bounded memory)
     step, t_final = max(100, window), time.perf_counter()
     for first in range(0, cfg.num_clients, step):
@@ -258,7 +272,9 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         replies = send_windowed(grid, strategy.evaluate_messages(chunk), window, timeout, "final evaluation")
         strategy.aggregate_evaluate(cfg.num_rounds, replies)
     recorder.log_final_done()
-    facts = {**run_facts(cfg, emd), "wall_time_s": time.perf_counter() - start, "git_commit": commit,
+    this_attempt = time.perf_counter() - start
+    facts = {**run_facts(cfg, emd), "wall_time_s": before + this_attempt, "wall_time_attempt_s": this_attempt,
+             "git_commit": commit,
              "attempts": attempt, "final_evaluation_s": time.perf_counter() - t_final,
              "server_checkpoint_s_mean": float(np.mean(checkpoint_s)) if checkpoint_s else None}
     summary = recorder.write_summary(facts)

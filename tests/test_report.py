@@ -82,3 +82,13 @@ def test_label_clusters_are_labelled():
     assert report.partition_label(s) == "latent D=10 (label clusters)"
     assert report.partition_label({**s, "cluster_by": "kmeans"}) == "latent D=10"
     assert report.paper_value({**s, "method": "local"}) == 92.64
+
+
+def test_wall_time_counts_every_attempt_also_for_older_resumed_runs(tmp_path):
+    new = {"wall_time_s": 300.0, "wall_time_attempt_s": 100.0, "attempts": 2}
+    assert report.wall_time_of(new) == 300.0  # newer summaries already count every attempt
+    (tmp_path / "rounds.csv").write_text("round,mean_acc,wall_s\n1,0.1,60\n2,0.2,70\n3,0.3,80\n")
+    old = {"wall_time_s": 90.0, "attempts": 2, "final_evaluation_s": 5.0, "run_dir": str(tmp_path)}
+    assert report.wall_time_of(old) == 60 + 70 + 80 + 5  # last attempt only: the rounds' sum is larger
+    assert report.wall_time_of({**old, "attempts": 1}) == 90.0  # never resumed: its own wall time
+    assert report.wall_time_of({**old, "run_dir": str(tmp_path / "gone")}) == 90.0

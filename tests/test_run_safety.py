@@ -172,10 +172,14 @@ def _kill_in_a_random_round_and_resume(out: Path, data_root: Path, *extra: str) 
     proc.wait()
     status = read_status(out)
     assert status["status"] == "running" and status["round"] < 5, f"killed after round {kill_after}: {status}"
+    elapsed = status["elapsed_s"]  # wall time of the killed attempt up to its last finished round
+    assert elapsed > 0
     resumed = _main(f"resume={out}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     status = read_status(out)
     assert status["status"] == "completed" and status["attempt"] == 2
+    summary = json.loads((out / "summary.json").read_text())  # the run's time counts both attempts
+    assert summary["wall_time_s"] == pytest.approx(elapsed + summary["wall_time_attempt_s"])
     return kill_after
 
 
