@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from fedfomo.tables import hardware_name
+
 # figure -> (x key, line key or None, x label, title)
 FIGURES = {
     "fig3": ("method.epsilon", "method.num_models", "epsilon (exploration)",
@@ -59,15 +61,9 @@ def check_comparable(runs: list[dict]) -> None:
 
 
 def hardware(summary: dict) -> str:
-    """Short name of the hardware a run used: its GPU's name, else ``CPU``.
-
-    The GPU's name is the part of the summary's ``hardware`` before ``N GPU per client``.
-    """
-    parts = [p.strip() for p in str(summary.get("hardware", "")).split(",")]
-    for i, part in enumerate(parts):
-        if part.endswith("GPU per client") and i > 0:
-            return parts[i - 1]
-    return "CPU"
+    """Short name of the hardware a run used: its GPU's name, else ``CPU``."""
+    name = hardware_name(summary)
+    return name if "GPU per client" in str(summary.get("hardware", "")) else "CPU"
 
 
 def group(runs: list[dict], x_key: str, line_key: str | None) -> dict[object, dict[float, list[dict]]]:

@@ -50,6 +50,7 @@ class Cell:
     wall_s: list[float] = field(default_factory=list)
     emd_authors: list[float] = field(default_factory=list)  # the paper's measure (fedfomo.emd)
     emd_ours: list[float] = field(default_factory=list)  # our 1-D Wasserstein over class indices
+    hardware: list[str] = field(default_factory=list)  # short name per seed (hardware_name)
 
     @property
     def mean(self) -> float:
@@ -60,6 +61,19 @@ class Cell:
     def std(self) -> float:
         """Std over seeds, % (0 for one seed)."""
         return float(np.std(self.accs))
+
+
+def hardware_name(summary: dict) -> str:
+    """Short name of the hardware a run used (its summary's ``hardware``).
+
+    The GPU's name where clients had one (the part before ``N GPU per client``), else the CPU's
+    name and core count (the first two parts), e.g. ``AMD EPYC, 2 cores``.
+    """
+    parts = [p.strip() for p in str(summary.get("hardware") or "").split(",") if p.strip()]
+    for i, part in enumerate(parts):
+        if part.endswith("GPU per client") and i > 0:
+            return parts[i - 1]
+    return ", ".join(parts[:2])
 
 
 def scale_of(s: dict, samples_format: str = "samples_per_client={}") -> str:
@@ -169,6 +183,7 @@ def build_tables(summaries: list[dict]) -> dict[CellKey, Cell]:
             if s.get("dp_epsilon_max") is not None:
                 cell.eps.append(float(s["dp_epsilon_max"]))
             cell.wall_s.append(float(s.get("wall_time_s") or 0.0))
+            cell.hardware.append(hardware_name(s))
             if s.get("emd_authors") is not None:
                 cell.emd_authors.append(float(s["emd_authors"]))
             if s.get("emd") is not None:
@@ -282,7 +297,8 @@ def _footer(table: str, cols: list, group: list[Cell]) -> str:
         parts.append(f"{_column_label(table, col)}: {emd}")
     walls = [w / 60 for c in group for w in c.wall_s if w]
     wall = f"; one run took {min(walls):.1f}-{max(walls):.1f} min" if walls else ""
-    return "Per column: " + "; ".join(parts) + wall + " (2-core CPU, see each run's summary.json)."
+    hw = " / ".join(sorted({h for c in group for h in c.hardware})) or "hardware not recorded"
+    return "Per column: " + "; ".join(parts) + wall + f" ({hw}; see each run's summary.json)."
 
 
 def write_into(readme: str, tables: dict[str, str]) -> tuple[str, list[str]]:

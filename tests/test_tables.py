@@ -86,3 +86,13 @@ def test_marker_names_of_held_out_tables_are_plain():
 def test_augmented_runs_get_cells_of_their_own():
     assert paper_cell(_s(augment="crop_flip")).variant == "augment=crop_flip"
     assert paper_cell(_s(augment="none")) == paper_cell(_s())
+
+
+def test_hardware_name_is_the_gpu_or_the_cpu_and_its_cores():
+    from fedfomo.tables import hardware_name
+
+    gpu = "Intel(R) Xeon(R), 16 cores, 1 torch thread(s) per client, torch 2.11.0, NVIDIA H200, 0.125 GPU per client"
+    assert hardware_name({"hardware": gpu}) == "NVIDIA H200"
+    cpu = "AMD EPYC, 2 cores, 1 torch thread(s) per client, torch 2.14.1, CPU"
+    assert hardware_name({"hardware": cpu}) == "AMD EPYC, 2 cores"
+    assert hardware_name({}) == ""
