@@ -121,7 +121,10 @@ def paper_cell(s: dict) -> CellKey | None:
     if s.get("augment", "none") != "none":  # the authors' augmentation: never in a default run's cell
         variant = ", ".join(v for v in (variant, f"augment={s['augment']}") if v)
     if s.get("authors_options"):  # FedFomo with options of the authors' code: never in a default run's cell
-        variant = ", ".join(v for v in (variant, f"authors options {s['authors_options']}") if v)
+        # num_subfederations = the latent partition's D is their setting at every D: one variant for all columns
+        opts = [o for o in str(s["authors_options"]).split(", ")
+                if o != f"num_subfederations={s.get('num_distributions')}"]
+        variant = ", ".join(v for v in (variant, f"authors options {', '.join(opts)}") if v)
     ds, part, n = s.get("dataset"), s.get("partition"), s.get("num_clients")
     if part == "pathological" and ds in ("mnist", "cifar10") and n in (15, 100):
         return CellKey("table1", (ds, n), row, scale_of(s), variant)

@@ -88,6 +88,16 @@ def test_augmented_runs_get_cells_of_their_own():
     assert paper_cell(_s(augment="none")) == paper_cell(_s())
 
 
+def test_authors_options_runs_of_every_d_share_one_variant():
+    opts = "affinity_norm=abs_sum, extra_candidates=both, num_subfederations={}"
+    d2 = paper_cell(_s(num_distributions=2, authors_options=opts.format(2)))
+    d3 = paper_cell(_s(num_distributions=3, authors_options=opts.format(3)))
+    assert d2.variant == d3.variant == "authors options affinity_norm=abs_sum, extra_candidates=both"
+    assert d2.column != d3.column
+    other = paper_cell(_s(num_distributions=3, authors_options=opts.format(2)))  # not their setting: kept
+    assert other.variant.endswith("num_subfederations=2")
+
+
 def test_hardware_name_is_the_gpu_or_the_cpu_and_its_cores():
     from fedfomo.tables import hardware_name
 
