@@ -14,6 +14,7 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,9 +116,7 @@ def plot_ablation(figure: str, folders: Sequence[str | Path], out: str | Path) -
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6)
     scale = {str(r["summary"].get("samples_per_client")) for r in runs}
-    hw: dict[str, int] = {}
-    for r in runs:
-        hw[hardware(r["summary"])] = hw.get(hardware(r["summary"]), 0) + 1
+    hw = Counter(hardware(r["summary"]) for r in runs)
     fig.suptitle(f"{title} ({runs[0]['summary']['dataset']}, {runs[0]['summary']['partition']}, "
                  f"samples_per_client={'/'.join(sorted(scale))}, {len(runs)} runs: "
                  f"{', '.join(f'{n} on {h}' for h, n in sorted(hw.items()))})", fontsize=9)
