@@ -372,7 +372,7 @@ def run_app(cfg, overrides: list[str], out_dir: str | Path, *, deployment: bool 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the clean-up short
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         fed.stop()
-        write_status(out, status="interrupted", reason=f"{stop} received", ended=now())
+        mark_interrupted(out, str(stop))
         raise
     finally:
         fed.stop()
@@ -389,6 +389,20 @@ def run_app(cfg, overrides: list[str], out_dir: str | Path, *, deployment: bool 
                              f"SuperLink log tail:\n{tail}")
     shutil.rmtree(work, ignore_errors=True)
     return json.loads(summary.read_text())
+
+
+def mark_interrupted(out: Path, stop: str) -> None:
+    """Record in ``out/status.json`` that signal ``stop`` ended the run, unless it had already finished.
+
+    A signal can arrive after the ServerApp wrote ``summary.json`` and status ``completed`` (while
+    Flower shuts down); that run is complete and keeps its status, so a queue skips it next time.
+    """
+    from fedfomo.runs import now, read_status, write_status
+
+    status = read_status(out) or {}
+    if status.get("status") == "completed" and (out / "summary.json").exists():
+        return
+    write_status(out, status="interrupted", reason=f"{stop} received", ended=now())
 
 
 def temporary_workdir() -> Path:

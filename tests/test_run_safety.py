@@ -445,3 +445,23 @@ def test_queue_stops_when_signalled_even_if_the_run_exits_otherwise(tmp_path, mo
             signal.signal(s, handler)
     assert code == 143 and len(started) == 1
     assert "queue interrupted at" in capsys.readouterr().out
+
+
+def test_a_signal_after_the_run_finished_keeps_it_completed(tmp_path):
+    # the ServerApp wrote summary.json and "completed"; SIGTERM reached the launcher while Flower shut down
+    from fedfomo.launch import mark_interrupted
+
+    done = tmp_path / "done"
+    done.mkdir()
+    write_status(done, status="completed", round=20)
+    (done / "summary.json").write_text("{}")
+    mark_interrupted(done, "SIGTERM")
+    assert read_status(done)["status"] == "completed"
+    # without a summary (or not completed), the run is interrupted and names the signal
+    for name, status in (("no_summary", "completed"), ("running", "running")):
+        run = tmp_path / name
+        run.mkdir()
+        write_status(run, status=status, round=3)
+        mark_interrupted(run, "SIGTERM")
+        assert read_status(run)["status"] == "interrupted"
+        assert read_status(run)["reason"] == "SIGTERM received"
