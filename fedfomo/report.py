@@ -58,6 +58,9 @@ def load_summaries(folders: list[Path]) -> list[dict]:
         for path in sorted(Path(folder).rglob("summary.json")):
             s = json.loads(path.read_text())
             s["run_dir"] = str(path.parent)
+            status = path.parent / "status.json"
+            if "ended" not in s and status.is_file():  # when the run finished (orders reruns of one seed)
+                s["ended"] = json.loads(status.read_text()).get("ended")
             out.append(s)
     return out
 

@@ -51,6 +51,7 @@ class Cell:
     emd_authors: list[float] = field(default_factory=list)  # the paper's measure (fedfomo.emd)
     emd_ours: list[float] = field(default_factory=list)  # our 1-D Wasserstein over class indices
     hardware: list[str] = field(default_factory=list)  # short name per seed (hardware_name)
+    reruns: int = 0  # further runs of a seed already counted (e.g. the same setting on other hardware)
 
     @property
     def mean(self) -> float:
@@ -165,9 +166,14 @@ def enrich(summary: dict, cfg: dict) -> dict:
 
 
 def build_tables(summaries: list[dict]) -> dict[CellKey, Cell]:
-    """Every run in its cell (a no-DP FedAvg/FedFomo run at D=5 also fills Table 4's sigma=0 row)."""
+    """Every run in its cell (a no-DP FedAvg/FedFomo run at D=5 also fills Table 4's sigma=0 row).
+
+    A seed counts once per cell: where several runs of one seed fall in a cell (the same setting
+    rerun, e.g. on other hardware), the first one made counts (earliest ``ended``, the run's
+    status.json time, then folder) and the others are counted in ``Cell.reruns``.
+    """
     cells: dict[CellKey, Cell] = {}
-    for s in summaries:
+    for s in sorted(summaries, key=lambda s: (str(s.get("ended") or ""), str(s.get("run_dir") or ""))):
         key = paper_cell(s)
         if key is None or s.get("final_mean_acc") is None:
             continue
@@ -178,7 +184,8 @@ def build_tables(summaries: list[dict]) -> dict[CellKey, Cell]:
         for k in keys:
             cell = cells.setdefault(k, Cell(k))
             seed = int(s.get("seed", 0))
-            if seed in cell.seeds:  # the same run reached twice (e.g. a copy): count it once
+            if seed in cell.seeds:
+                cell.reruns += 1
                 continue
             cell.seeds.append(seed)
             cell.accs.append(100 * float(s["final_mean_acc"]))
@@ -301,7 +308,10 @@ def _footer(table: str, cols: list, group: list[Cell]) -> str:
     walls = [w / 60 for c in group for w in c.wall_s if w]
     wall = f"; one run took {min(walls):.1f}-{max(walls):.1f} min" if walls else ""
     hw = " / ".join(sorted({h for c in group for h in c.hardware})) or "hardware not recorded"
-    return "Per column: " + "; ".join(parts) + wall + f" ({hw}; see each run's summary.json)."
+    reruns = sum(c.reruns for c in group)
+    extra = (f"; {reruns} further run(s) of a seed already counted left out (the first run made of each seed "
+             "counts)") if reruns else ""
+    return "Per column: " + "; ".join(parts) + wall + f" ({hw}; see each run's summary.json){extra}."
 
 
 def write_into(readme: str, tables: dict[str, str]) -> tuple[str, list[str]]:

@@ -33,7 +33,18 @@ def test_seeds_averaged_and_no_dp_run_fills_table4_sigma0():
                           _s(seed=1, final_mean_acc=0.90)])
     cell = cells[CellKey("table2", 5, "fedfomo", "samples_per_client=1000")]
     assert cell.seeds == [0, 1] and abs(cell.mean - 85.0) < 1e-9 and abs(cell.std - 5.0) < 1e-9
+    assert cell.reruns == 1
     assert CellKey("table4", ("cifar10", 0.0), "fedfomo", "samples_per_client=1000") in cells
+
+
+def test_a_rerun_of_a_seed_counts_once_the_first_made_wins_whatever_the_order():
+    first = _s(final_mean_acc=0.80, ended="2026-01-01T10:00:00+00:00", run_dir="z/cpu")
+    later = _s(final_mean_acc=0.90, ended="2026-02-01T10:00:00+00:00", run_dir="a/gpu")
+    for order in ([first, later], [later, first]):
+        cell = build_tables(order)[CellKey("table2", 5, "fedfomo", "samples_per_client=1000")]
+        assert cell.accs == [80.0] and cell.reruns == 1
+    md = render(build_tables([first, later]))["table2_samples_per_client1000"]
+    assert "80.00 ± 0.00 (1)" in md and "1 further run(s) of a seed already counted left out" in md
 
 
 def test_render_marks_outside_the_papers_spread_and_writes_between_markers():
