@@ -14,6 +14,7 @@ from fedfomo.data import AUGMENTS, DATASETS, DEFAULT_HOLDOUT_SIZE, TEST_SPLITS
 from fedfomo.latent import CLUSTER_BY, EMBEDDERS, resolve_cluster_by
 from fedfomo.models import MODELS
 from fedfomo.partition import PARTITIONS
+from fedfomo.strategy import SAMPLING
 from fedfomo.vgg import PRECISIONS
 
 NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100}
@@ -83,6 +84,7 @@ def validate_config(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
     check_int("local_epochs", cfg.local_epochs, 0)
     check_int("seed", cfg.seed, 0)
     check_float("participation", cfg.participation, 0.0, 1.0, low_open=True)
+    check_choice("sampling", cfg.get("sampling", "fresh"), SAMPLING)
     check_float("val_ratio", cfg.val_ratio, 0.0, 1.0, low_open=True, high_open=True)
     if cfg.samples_per_client is not None:
         check_int("samples_per_client", cfg.samples_per_client, 2)

@@ -180,7 +180,8 @@ def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunReco
     """The configured method's Flower strategy, starting from the common ``initial`` model."""
     method = methods.get(cfg.method.name)
     return method.strategy(num_clients=cfg.num_clients, num_rounds=cfg.num_rounds, participation=cfg.participation,
-                           seed=cfg.seed, initial_weights=initial, recorder=recorder, **method.strategy_options(cfg))
+                           seed=cfg.seed, sampling=str(cfg.get("sampling", "fresh")), initial_weights=initial,
+                           recorder=recorder, **method.strategy_options(cfg))
 
 
 def run_facts(cfg: DictConfig, emd: float | Mapping) -> dict:
@@ -194,7 +195,8 @@ def run_facts(cfg: DictConfig, emd: float | Mapping) -> dict:
         "method": cfg.method.name, "dataset": cfg.dataset.name, "test_split": configured_test_split(cfg.dataset),
         "augment": str(cfg.dataset.get("augment", "none")), "partition": cfg.partition.name,
         "num_clients": cfg.num_clients, "num_rounds": cfg.num_rounds, "participation": cfg.participation,
-        "local_epochs": cfg.local_epochs, "seed": cfg.seed, "model": cfg.model,
+        "sampling": str(cfg.get("sampling", "fresh")), "local_epochs": cfg.local_epochs, "seed": cfg.seed,
+        "model": cfg.model,
         "samples_per_client": cfg.samples_per_client,
         **partition_facts(cfg.partition, NUM_CLASSES.get(cfg.dataset.name)),
         "emd": emds["emd"], "emd_ground": emds.get("emd_ground", DEFAULT_GROUND),

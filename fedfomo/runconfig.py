@@ -32,6 +32,7 @@ FLAT_KEYS: dict[str, tuple[str, object]] = {
     "num-clients": ("num_clients", None),
     "num-server-rounds": ("num_rounds", None),
     "participation": ("participation", None),
+    "sampling": ("sampling", None),
     "local-epochs": ("local_epochs", None),
     "seed": ("seed", None),
     "num-models": ("method.num_models", 0),

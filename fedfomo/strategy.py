@@ -26,12 +26,42 @@ log = logging.getLogger(__name__)
 Weights = list[np.ndarray]
 
 
-def sample_clients(num_clients: int, participation: float, server_round: int, seed: int) -> list[int]:
-    """Ids of the clients taking part in a round: ``max(1, round(participation * N))`` of them."""
+#: ``sampling`` values: a new seeded draw every round (the paper's partial participation), or one
+#: draw reused in every round (what the authors' code does: ``main.py`` reseeds NumPy with the
+#: run's seed right before each round's ``np.random.choice``, NVlabs/FedFomo ``main.py:269-270``)
+SAMPLING = ("fresh", "fixed")
+
+
+def sample_clients(num_clients: int, participation: float, server_round: int, seed: int,
+                   sampling: str = "fresh") -> list[int]:
+    """Ids of the clients taking part in a round: ``max(1, round(participation * N))`` of them.
+
+    Parameters
+    ----------
+    num_clients : int
+        Size of the federation.
+    participation : float
+        Fraction of clients per round.
+    server_round : int
+        The round (1, 2, ...).
+    seed : int
+        The run's seed.
+    sampling : {"fresh", "fixed"}
+        ``fresh``: a new draw every round (seeded by seed and round); ``fixed``: the same draw in
+        every round (seeded by the seed alone), as the authors' code ends up doing.
+
+    Returns
+    -------
+    list of int
+        Sorted client ids.
+
+    """
+    if sampling not in SAMPLING:
+        raise ValueError(f"sampling={sampling!r}: allowed values are {', '.join(SAMPLING)}")
     k = max(1, int(round(participation * num_clients)))
     if k >= num_clients:
         return list(range(num_clients))
-    rng = np.random.default_rng([seed, 1, server_round])
+    rng = np.random.default_rng([seed, 1] if sampling == "fixed" else [seed, 1, server_round])
     return sorted(int(c) for c in rng.choice(num_clients, size=k, replace=False))
 
 
@@ -48,6 +78,8 @@ class PersonalizedStrategy(Strategy):
         Fraction of clients per round.
     seed : int
         Seed of client sampling and of any server-side randomness.
+    sampling : {"fresh", "fixed"}
+        Which clients a round takes when ``participation < 1`` (:func:`sample_clients`); default fresh.
     initial_weights : list of np.ndarray
         The common initial model; the first global model.
     recorder : RunRecorder
@@ -74,10 +106,11 @@ class PersonalizedStrategy(Strategy):
     shared_store = False
 
     def __init__(self, *, num_clients: int, num_rounds: int, participation: float, seed: int,
-                 initial_weights: Weights, recorder: RunRecorder) -> None:
+                 initial_weights: Weights, recorder: RunRecorder, sampling: str = "fresh") -> None:
         self.num_clients = num_clients
         self.num_rounds = num_rounds
         self.participation = participation
+        self.sampling = sampling
         self.seed = seed
         self.global_weights: Weights = list(initial_weights)
         self.recorder = recorder
@@ -175,7 +208,7 @@ class PersonalizedStrategy(Strategy):
         planned = {}
         # round 0, a method's warm-up round (warmup_round), takes every client
         cids = range(self.num_clients) if server_round == 0 else sample_clients(
-            self.num_clients, self.participation, server_round, self.seed)
+            self.num_clients, self.participation, server_round, self.seed, self.sampling)
         for cid in cids:
             planned[cid] = self.download(cid, server_round)
             self._download_bytes += sum(w.nbytes for w in planned[cid][0])

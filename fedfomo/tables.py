@@ -121,6 +121,8 @@ def paper_cell(s: dict) -> CellKey | None:
     variant = "" if split in (None, "official") else str(split)
     if s.get("augment", "none") != "none":  # the authors' augmentation: never in a default run's cell
         variant = ", ".join(v for v in (variant, f"augment={s['augment']}") if v)
+    if s.get("sampling", "fresh") != "fresh":  # the authors' fixed client draw: never in a default run's cell
+        variant = ", ".join(v for v in (variant, f"sampling={s['sampling']}") if v)
     if s.get("authors_options"):  # FedFomo with options of the authors' code: never in a default run's cell
         # num_subfederations = the latent partition's D is their setting at every D: one variant for all columns
         opts = [o for o in str(s["authors_options"]).split(", ")

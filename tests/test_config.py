@@ -41,6 +41,7 @@ def test_default_config_is_valid():
         (["val_ratio=1"], "val_ratio", "(0.0, 1.0)"),
         (["participation=0"], "participation", "(0.0, 1.0]"),
         (["participation=1.2"], "participation", "(0.0, 1.0]"),
+        (["sampling=random"], "sampling", "fresh, fixed"),
         (["partition.classes_per_client=11"], "partition.classes_per_client", "1..10"),
         (["partition.classes_per_client=0"], "partition.classes_per_client", "1..10"),
         (["dataset.name=svhn"], "dataset.name", "mnist, cifar10, cifar100"),

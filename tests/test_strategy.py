@@ -20,6 +20,16 @@ def test_sampling_fraction_seeded():
     assert len(sample_clients(5, 0.01, 1, 0)) == 1
 
 
+def test_fixed_sampling_takes_the_same_clients_every_round_as_the_authors_code():
+    fixed = [sample_clients(100, 0.1, r, 3, "fixed") for r in range(1, 6)]
+    assert all(f == fixed[0] for f in fixed) and len(fixed[0]) == 10
+    assert fixed[0] != sample_clients(100, 0.1, 1, 4, "fixed")  # still seeded by the run's seed
+    assert len({tuple(sample_clients(100, 0.1, r, 3)) for r in range(1, 6)}) == 5  # fresh: a new draw per round
+    assert sample_clients(15, 1.0, 2, 0, "fixed") == list(range(15))
+    with pytest.raises(ValueError, match="allowed values are fresh, fixed"):
+        sample_clients(100, 0.1, 1, 0, "random")
+
+
 def test_weighted_average():
     a = [np.array([0.0, 2.0], dtype=np.float32)]
     b = [np.array([4.0, 2.0], dtype=np.float32)]

@@ -37,6 +37,13 @@ def test_seeds_averaged_and_no_dp_run_fills_table4_sigma0():
     assert CellKey("table4", ("cifar10", 0.0), "fedfomo", "samples_per_client=1000") in cells
 
 
+def test_fixed_sampling_runs_form_a_variant_of_their_own():
+    path = dict(partition="pathological", dataset="mnist", samples_per_client=None, num_clients=100)
+    assert paper_cell(_s(**path)).variant == ""
+    assert paper_cell(_s(**path, sampling="fresh")).variant == ""
+    assert paper_cell(_s(**path, sampling="fixed")).variant == "sampling=fixed"
+
+
 def test_a_rerun_of_a_seed_counts_once_the_first_made_wins_whatever_the_order():
     first = _s(final_mean_acc=0.80, ended="2026-01-01T10:00:00+00:00", run_dir="z/cpu")
     later = _s(final_mean_acc=0.90, ended="2026-02-01T10:00:00+00:00", run_dir="a/gpu")
