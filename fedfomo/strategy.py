@@ -28,7 +28,7 @@ Weights = list[np.ndarray]
 
 #: ``sampling`` values: a new seeded draw every round (the paper's partial participation), or one
 #: draw reused in every round (what the authors' code does: ``main.py`` reseeds NumPy with the
-#: run's seed right before each round's ``np.random.choice``, NVlabs/FedFomo ``main.py:269-270``)
+#: run's seed right before each round's ``np.random.choice``, NVlabs/FedFomo ``main.py:269-271``)
 SAMPLING = ("fresh", "fixed")
 
 
