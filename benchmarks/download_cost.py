@@ -14,10 +14,12 @@ parameters, 6.6 MB):
   they are in a run).
 
 The blob written once per upload by the server's checkpoint is the same in both modes and is not
-counted there; the last line times what every sampled client costs in writes whatever the mode
+counted there; the last lines time what every sampled client costs in writes whatever the mode
 (run safety: a kill loses no finished round): the client's state file (its baseline model,
 :func:`fedfomo.checkpoint.save_client`) and the server's blob of its upload
-(:func:`fedfomo.checkpoint.write_blob`), each one model, written atomically and fsync'd.
+(:func:`fedfomo.checkpoint.write_blob`), each one model, written atomically, in steady state
+(overwriting files no checkpoint needs any more), each ``sim.fsync`` mode: ``file`` (each
+fsync'd) and ``round`` (one ``os.sync()`` per round, shared by the round's clients).
 Prints the median over ``--repeat`` tries of each step, in ms per sampled client::
 
     python benchmarks/download_cost.py --num-models 1 5 10 20
@@ -26,6 +28,7 @@ Prints the median over ``--repeat`` tries of each step, in ms per sampled client
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import statistics
 import tempfile
@@ -120,8 +123,16 @@ def download_cost(num_models: int, model: str, image_shape: tuple[int, int, int]
     return out
 
 
-def persist_cost(model: str, image_shape: tuple[int, int, int], repeat: int, folder: Path) -> dict[str, float]:
-    """Milliseconds of the two model-sized writes each sampled client costs per round.
+def persist_cost(model: str, image_shape: tuple[int, int, int], repeat: int, folder: Path, fsync: str,
+                 clients: int = 10) -> dict[str, float]:
+    """Milliseconds of the model-sized writes each sampled client costs per round, in steady state.
+
+    Emulates ``repeat`` rounds in which the same ``clients`` clients train (full participation),
+    with the real code: each saves its state file (:func:`fedfomo.checkpoint.save_client`, told
+    the server checkpointed the round before, so its oldest file is overwritten), the server
+    writes the blob of its upload (:func:`fedfomo.checkpoint.write_blob`) and drops the one of the
+    round before into the spare folder (as :func:`fedfomo.checkpoint.save_server` does after its
+    pointer); with ``fsync="round"`` the round ends with the server's one ``os.sync()``.
 
     Parameters
     ----------
@@ -130,27 +141,50 @@ def persist_cost(model: str, image_shape: tuple[int, int, int], repeat: int, fol
     image_shape : tuple of int
         Input shape (C, H, W).
     repeat : int
-        Timed calls per step.
+        Timed rounds (after two untimed ones that fill the folders).
     folder : Path
         A scratch run folder.
+    fsync : str
+        ``file`` or ``round`` (``sim.fsync``).
+    clients : int
+        Sampled clients per round.
 
     Returns
     -------
     dict
-        ``{"client state file": ms, "server blob": ms}``.
+        ``{"client state file": ms, "server blob": ms, "os.sync per round": ms}``, each per sampled client
+        (median over the rounds).
 
     """
     from flwr.app import ArrayRecord, RecordDict
 
-    from fedfomo.checkpoint import save_client
+    from fedfomo.checkpoint import _drop_blob, blob_path, save_client
 
-    folder = Path(tempfile.mkdtemp(dir=folder))  # blobs are written once per name: a fresh folder each call
+    folder = Path(tempfile.mkdtemp(dir=folder))
+    durable = fsync == "file"
     weights = get_weights(build_model(model, image_shape, 10, 0))
     state = RecordDict({"baseline": ArrayRecord([np.ascontiguousarray(w) for w in weights])})
-    rounds = iter(range(1, 10 ** 6))
-    return {"client state file": median_ms(lambda: save_client(folder, 0, next(rounds), state, checkpointed=0),
-                                           repeat),
-            "server blob": median_ms(lambda: write_blob(folder, store_key(0, next(rounds)), weights), repeat)}
+    times: dict[str, list[float]] = {"client state file": [], "server blob": [], "os.sync per round": []}
+    for rnd in range(1, repeat + 3):
+        spent = dict.fromkeys(times, 0.0)
+        for cid in range(clients):
+            t0 = time.perf_counter()
+            save_client(folder, cid, rnd, state, checkpointed=rnd - 1, durable=durable)
+            t1 = time.perf_counter()
+            write_blob(folder, store_key(cid, rnd), weights, durable=durable)
+            spent["client state file"] += t1 - t0
+            spent["server blob"] += time.perf_counter() - t1
+        t0 = time.perf_counter()
+        if not durable:
+            os.sync()
+        spent["os.sync per round"] = time.perf_counter() - t0
+        for cid in range(clients):
+            if rnd > 1:
+                _drop_blob(blob_path(folder, store_key(cid, rnd - 1)))
+        if rnd > 2:
+            for key, value in spent.items():
+                times[key].append(value / clients)
+    return {key: 1000 * statistics.median(values) for key, values in times.items()}
 
 
 def main() -> None:
@@ -160,6 +194,8 @@ def main() -> None:
     p.add_argument("--model", default="cnn_mcmahan")
     p.add_argument("--image-shape", type=int, nargs=3, default=[1, 28, 28], metavar=("C", "H", "W"))
     p.add_argument("--repeat", type=int, default=15)
+    p.add_argument("--fsync", nargs="+", default=["file", "round"], choices=["file", "round"],
+                   help="sim.fsync modes whose writes to time")
     args = p.parse_args()
     from flwr.supercore.task_identity import TaskIdentity
 
@@ -170,9 +206,10 @@ def main() -> None:
             for mode, steps in cost.items():
                 parts = " | ".join(f"{k} {v:.1f}" for k, v in steps.items() if k != "total")
                 print(f"M={m} {mode:7s}: {steps['total']:6.1f} ms per sampled client ({parts})", flush=True)
-        writes = persist_cost(args.model, tuple(args.image_shape), args.repeat, Path(tmp))
-        print(f"writes, any M: {sum(writes.values()):6.1f} ms per sampled client ("
-              + " | ".join(f"{k} {v:.1f}" for k, v in writes.items()) + ")", flush=True)
+        for fsync in args.fsync:
+            writes = persist_cost(args.model, tuple(args.image_shape), args.repeat, Path(tmp), fsync)
+            print(f"writes, any M, sim.fsync={fsync}: {sum(writes.values()):6.1f} ms per sampled client ("
+                  + " | ".join(f"{k} {v:.1f}" for k, v in writes.items()) + ")", flush=True)
 
 
 if __name__ == "__main__":

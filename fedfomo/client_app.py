@@ -123,7 +123,7 @@ def train(msg: Message, context: Context) -> Message:
     folder = state_dir(context, config)
     if folder is not None:
         t0 = time.perf_counter()
-        save_client(folder, cid, rnd, context.state, checkpointed=rnd - 1)
+        save_client(folder, cid, rnd, context.state, checkpointed=rnd - 1, durable=config.get("fsync") != "round")
         metrics["state_save_s"] = time.perf_counter() - t0
     return reply_to(msg, upload, n, metrics)
 

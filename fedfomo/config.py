@@ -107,6 +107,7 @@ def validate_config(cfg: DictConfig, extra_keys: tuple[str, ...] = ()) -> None:
     check_float("sim.fail_prob", cfg.sim.get("fail_prob", 0.0), 0.0, 1.0)
     if cfg.sim.get("shared_store", False) != "auto":
         check_bool("sim.shared_store", cfg.sim.get("shared_store", False), allowed="auto, true, false")
+    check_choice("sim.fsync", cfg.sim.get("fsync", "file"), FSYNC_MODES)
     if cfg.sim.num_cpus is not None:
         check_int("sim.num_cpus", cfg.sim.num_cpus, 1)
     method.validate(cfg)
@@ -134,8 +135,36 @@ def shared_store(cfg: DictConfig, simulation: bool = True) -> bool:
     return simulation if value == "auto" else bool(value)
 
 
+FSYNC_MODES = ("auto", "file", "round")
+
+
+def fsync_mode(cfg: DictConfig, simulation: bool = True) -> str:
+    """``sim.fsync``: how the per-client checkpoint files are made durable, ``file`` or ``round``.
+
+    Parameters
+    ----------
+    cfg : DictConfig
+        The run's configuration (a ``config.yaml`` written before the key existed means ``file``).
+    simulation : bool
+        Whether every client runs on this machine; ``auto`` means ``round`` there, ``file`` in a
+        deployment.
+
+    Returns
+    -------
+    str
+        ``file``: every checkpoint file is fsync'd before it is renamed into place; ``round``: the
+        clients' state files and the stored uploads are not, and the server calls ``os.sync()``
+        once per round before its checkpoint pointer (which covers the clients' files only when
+        they are on this machine). A killed process loses nothing either way; after a crash of
+        the machine both resume from the last pointer on disk.
+
+    """
+    value = str(cfg.sim.get("fsync", "file"))
+    return ("round" if simulation else "file") if value == "auto" else value
+
+
 def check_runtime(cfg: DictConfig, simulation: bool) -> None:
-    """Refuse settings the runtime cannot honour: ``sim.shared_store=true`` outside a simulation.
+    """Refuse settings the runtime cannot honour: ``sim.shared_store=true`` or ``sim.fsync=round`` outside a simulation.
 
     Parameters
     ----------
@@ -155,6 +184,9 @@ def check_runtime(cfg: DictConfig, simulation: bool) -> None:
         raise ConfigError("sim.shared_store=true needs the simulation runtime (clients read the candidates from the "
                           "server's run folder); a deployment's clients may be on other machines; "
                           "allowed: sim.shared_store=auto or false")
+    if cfg.sim.get("fsync", "file") == "round" and not simulation:
+        raise ConfigError("sim.fsync=round needs the simulation runtime (the server's os.sync() covers only files on "
+                          "its own machine); allowed: sim.fsync=auto or file")
 
 
 def bf16_supported(gpu: bool = False) -> bool:

@@ -255,7 +255,7 @@ def _flat(cfg: DictConfig) -> dict[str, object]:
 #: Settings added after runs were first saved, each with the value under which the code does what it did
 #: before the setting existed: a run saved without one of them resumes when it gets that value.
 ADDED_SETTINGS: dict[str, object] = {
-    "sim.bf16": False, "sim.max_in_flight": None, "sim.shared_store": "auto",
+    "sim.bf16": False, "sim.max_in_flight": None, "sim.shared_store": "auto", "sim.fsync": "auto",
     "method.warmup_epochs": 0, "method.affinity_norm": "none", "method.extra_candidates": "none",
     "method.num_subfederations": None,
     "dataset.test_split": "official", "dataset.holdout_size": 10000, "dataset.holdout_seed": 0,

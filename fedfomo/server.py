@@ -20,7 +20,7 @@ from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
 from fedfomo import checkpoint
-from fedfomo.config import shared_store
+from fedfomo.config import fsync_mode, shared_store
 from fedfomo.emd import partition_emd_facts
 from fedfomo.experiment import (
     Experiment,
@@ -250,7 +250,9 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
             strategy.restore_state(arrays, meta)
         recorder.resume(done)
         log.info("resuming (attempt %d) after round %d of %d", attempt, done, cfg.num_rounds)
-    strategy.run_info = {"attempt": attempt, "resume_round": done, "run_dir": str(out_dir.resolve())}
+    durable = fsync_mode(cfg, simulation=is_simulation(grid)) == "file"
+    strategy.run_info = {"attempt": attempt, "resume_round": done, "run_dir": str(out_dir.resolve()),
+                         "fsync": "file" if durable else "round"}
     strategy.shared_store = shared_store(cfg, simulation=is_simulation(grid))
     strategy.work = {cid: len(s.train) for cid, s in enumerate(splits)}
     strategy.nodes = discover_partitions(grid, cfg.num_clients, float(cfg.sim.connect_timeout_s),
@@ -262,7 +264,8 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         replies = send_windowed(grid, strategy.train_messages(rnd), window, timeout, f"round {rnd}")
         strategy.aggregate_train(rnd, replies)
         t0 = time.perf_counter()
-        checkpoint.save_server(out_dir, rnd, *strategy.checkpoint_state(), blobs=strategy.checkpoint_blobs())
+        checkpoint.save_server(out_dir, rnd, *strategy.checkpoint_state(), blobs=strategy.checkpoint_blobs(),
+                               durable=durable)
         checkpoint_s.append(time.perf_counter() - t0)
         write_status(out_dir, round=rnd, elapsed_s=before + time.perf_counter() - start)
     # final evaluation: every client, a window at a time, recorded as replies come (bounded memory)
@@ -272,6 +275,7 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
         replies = send_windowed(grid, strategy.evaluate_messages(chunk), window, timeout, "final evaluation")
         strategy.aggregate_evaluate(cfg.num_rounds, replies)
     recorder.log_final_done()
+    checkpoint.discard_spares(out_dir)
     this_attempt = time.perf_counter() - start
     facts = {**run_facts(cfg, emd), "wall_time_s": before + this_attempt, "wall_time_attempt_s": this_attempt,
              "git_commit": commit,

@@ -50,6 +50,7 @@ def test_default_config_is_valid():
         (["method.distance=cosine"], "method.distance", "l1, l2"),
         (["model=resnet"], "model", "cnn_authors, cnn_mcmahan"),
         (["sim.shared_store=maybe"], "sim.shared_store", "auto, true, false"),
+        (["sim.fsync=never"], "sim.fsync", "auto, file, round"),
         (["dataset.augment=rotate"], "dataset.augment", "none, crop_flip"),
     ],
 )
@@ -77,6 +78,24 @@ def test_shared_store_is_refused_outside_a_simulation_in_one_line(tmp_path):
     assert "\n" not in msg and "sim.shared_store=true" in msg and "allowed: sim.shared_store=auto or false" in msg
     with pytest.raises(ConfigError, match=r"sim\.shared_store"):  # before any data is read or process started
         deploy(["dataset=mnist", "num_clients=3", "method.num_models=2", "sim.shared_store=true"], tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_fsync_round_is_refused_outside_a_simulation_in_one_line(tmp_path):
+    from fedfomo.config import check_runtime, fsync_mode
+    from fedfomo.deploy import deploy
+
+    assert fsync_mode(_cfg()) == "round" and fsync_mode(_cfg(), simulation=False) == "file"  # auto
+    assert fsync_mode(_cfg("sim.fsync=file")) == "file" and fsync_mode(_cfg("sim.fsync=round")) == "round"
+    assert fsync_mode(OmegaConf.create({"sim": {}})) == "file"  # a config.yaml from before the key
+    check_runtime(_cfg("sim.fsync=round"), simulation=True)
+    check_runtime(_cfg("sim.fsync=file"), simulation=False)
+    with pytest.raises(ConfigError) as err:
+        check_runtime(_cfg("sim.fsync=round"), simulation=False)
+    msg = str(err.value)
+    assert "\n" not in msg and "sim.fsync=round" in msg and "allowed: sim.fsync=auto or file" in msg
+    with pytest.raises(ConfigError, match=r"sim\.fsync"):  # before any data is read or process started
+        deploy(["dataset=mnist", "num_clients=3", "method.num_models=2", "sim.fsync=round"], tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -124,6 +124,76 @@ def test_npys_round_trip_keeps_names_order_and_bits_and_refuses_a_damaged_file(t
         load_arrays(tmp_path / "long.npys")
 
 
+def test_a_reused_file_is_overwritten_in_place_and_cut_to_its_new_length(tmp_path):
+    from fedfomo.runs import atomic_save_arrays, load_arrays
+
+    old, new = tmp_path / "old.npys", tmp_path / "new.npys"
+    atomic_save_arrays(old, {"w": np.ones(1000)})
+    inode = old.stat().st_ino
+    atomic_save_arrays(new, {"w": np.arange(3.0)}, durable=False, reuse=old)
+    assert not old.exists() and new.stat().st_ino == inode  # the same file, renamed and overwritten
+    np.testing.assert_array_equal(load_arrays(new)["w"], np.arange(3.0))  # no bytes of the longer old content left
+    atomic_write_text(tmp_path / "t.json", "{}", reuse=tmp_path / "gone.json")  # a missing one: a new file
+    assert (tmp_path / "t.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.npys", "t.json"]  # no temporary file left
+
+
+def test_npy_records_are_written_as_they_are_and_anything_else_refused(tmp_path):
+    import io
+
+    from fedfomo.runs import atomic_save_arrays, load_arrays
+
+    buf = io.BytesIO()
+    np.save(buf, np.arange(6, dtype=np.float32).reshape(2, 3))
+    atomic_save_arrays(tmp_path / "x.npys", {"raw": buf.getvalue(), "array": np.array([1, 2])})
+    got = load_arrays(tmp_path / "x.npys")
+    np.testing.assert_array_equal(got["raw"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(got["array"], [1, 2])
+    with pytest.raises(ValueError, match=r"\.npy record"):
+        atomic_save_arrays(tmp_path / "y.npys", {"raw": b"not an array"})
+    assert not (tmp_path / "y.npys").exists()
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_client_state_files_are_reused_and_restore_the_same_state(tmp_path, durable):
+    state = RecordDict()
+    weights = [np.random.default_rng(0).random((40, 30)).astype(np.float32), np.arange(5.0)]
+    state["baseline"] = ArrayRecord(weights)
+    state["dp_history"] = ConfigRecord({"steps": [3]})
+    folder = checkpoint.client_folder(tmp_path, 2)
+    checkpoint.save_client(tmp_path, 2, 1, state, checkpointed=0, durable=durable)
+    checkpoint.save_client(tmp_path, 2, 2, state, checkpointed=1, durable=durable)
+    inodes = {p.suffix: p.stat().st_ino for p in folder.glob("round_0001.*")}
+    checkpoint.save_client(tmp_path, 2, 3, state, checkpointed=2, durable=durable)  # round 1's files are reused
+    assert sorted(p.name for p in folder.iterdir()) == ["round_0002.json", "round_0002.npys",
+                                                        "round_0003.json", "round_0003.npys"]
+    assert {p.suffix: p.stat().st_ino for p in folder.glob("round_0003.*")} == inodes
+    out = RecordDict()
+    assert checkpoint.restore_client(tmp_path, 2, 3, out) == 3
+    for got, want in zip(out["baseline"].to_numpy_ndarrays(), weights):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert list(out["dp_history"]["steps"]) == [3]
+
+
+def test_dropped_blobs_are_reused_by_the_next_ones_and_discarded_at_the_end(tmp_path):
+    w = [np.full((50, 20), 1.0, np.float32)]
+    checkpoint.save_server(tmp_path, 1, {"p": np.eye(2)}, {}, blobs={"store_0_r0001": w}, durable=False)
+    inode = checkpoint.blob_path(tmp_path, "store_0_r0001").stat().st_ino
+    checkpoint.save_server(tmp_path, 2, {"p": np.eye(2)}, {}, blobs={"store_0_r0002": [2 * w[0]]}, durable=False)
+    spare = tmp_path / "checkpoint" / "blobs" / checkpoint.SPARE
+    assert [p.name for p in spare.iterdir()] == ["store_0_r0001.npys"]  # dropped, kept for reuse
+    checkpoint.save_server(tmp_path, 3, {"p": np.eye(2)}, {}, blobs={"store_0_r0003": [3 * w[0]]}, durable=False)
+    assert checkpoint.blob_path(tmp_path, "store_0_r0003").stat().st_ino == inode  # round 1's file, overwritten
+    rnd, arrays, _ = checkpoint.load_server(tmp_path)
+    assert rnd == 3
+    np.testing.assert_array_equal(arrays["blob/store_0_r0003/0"], 3 * w[0])
+    assert [p.name for p in spare.iterdir()] == ["store_0_r0002.npys"]
+    checkpoint.discard_spares(tmp_path)
+    assert not spare.exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoint" / "blobs").iterdir()) == ["store_0_r0003.npys"]
+
+
 # -- end to end ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, data_root):
@@ -204,11 +274,13 @@ def test_sigkill_in_a_random_round_then_resume_gives_the_same_results_bit_for_bi
 @pytest.mark.e2e
 @pytest.mark.realdata
 def test_shared_store_and_messages_give_the_same_results_and_resume_bit_for_bit(reference, data_root, tmp_path):
-    """The reference reads its candidates from the run's blobs (``sim.shared_store=auto``: on in a simulation);
-    with ``sim.shared_store=false`` they travel in the messages: same results, same files, resumable."""
+    """The reference reads its candidates from the run's blobs (``sim.shared_store=auto``: on in a simulation)
+    and syncs once per round (``sim.fsync=auto``: ``round`` in a simulation); with ``sim.shared_store=false``
+    they travel in the messages and with ``sim.fsync=file`` every file is fsync'd: same results, same files,
+    resumable."""
     out = tmp_path / "messages"
-    proc = _main(*BASE, "num_rounds=5", "method.num_models=3", "sim.shared_store=false", f"dataset.root={data_root}",
-                 f"hydra.run.dir={out}")
+    proc = _main(*BASE, "num_rounds=5", "method.num_models=3", "sim.shared_store=false", "sim.fsync=file",
+                 f"dataset.root={data_root}", f"hydra.run.dir={out}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_same_results(out, reference, "uninterrupted")
 
@@ -217,7 +289,7 @@ def test_shared_store_and_messages_give_the_same_results_and_resume_bit_for_bit(
 
     assert files(out) == files(reference)
     killed = tmp_path / "messages_killed"
-    kill_after = _kill_in_a_random_round_and_resume(killed, data_root, "sim.shared_store=false")
+    kill_after = _kill_in_a_random_round_and_resume(killed, data_root, "sim.shared_store=false", "sim.fsync=file")
     _assert_same_results(killed, reference, f"killed after round {kill_after}")
 
 

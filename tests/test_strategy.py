@@ -196,7 +196,9 @@ def test_store_checkpoint_writes_each_upload_once_and_drops_replaced_ones(tmp_pa
     kept = (blobs / "store_0_r0001.npys").stat().st_mtime_ns
     st.aggregate(2, {1: _up(1, [np.full(2, 7.0), np.full(1, 7.0)], "", "")})
     checkpoint.save_server(tmp_path, 2, *st.checkpoint_state(), blobs=st.checkpoint_blobs())
-    assert sorted(p.name for p in blobs.iterdir()) == ["store_0_r0001.npys", "store_1_r0002.npys", "store_2_r0001.npys"]
+    assert sorted(p.name for p in blobs.iterdir() if p.is_file()) == ["store_0_r0001.npys", "store_1_r0002.npys",
+                                                                      "store_2_r0001.npys"]
+    assert [p.name for p in (blobs / checkpoint.SPARE).iterdir()] == ["store_1_r0001.npys"]  # dropped, for reuse
     assert (blobs / "store_0_r0001.npys").stat().st_mtime_ns == kept  # not written again
     fresh = _strategy(tmp_path / "other", n=3, m=2)
     rnd, arrays, meta = checkpoint.load_server(tmp_path)

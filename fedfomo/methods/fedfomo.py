@@ -217,7 +217,8 @@ class FedFomoStrategy(PersonalizedStrategy):
             return weights, extra
         ids, rounds = decode_ids(str(extra["candidate_ids"])), decode_ids(str(extra["candidate_rounds"]))
         for cid, rnd in zip(ids, rounds):
-            write_blob(str(self.run_info["run_dir"]), store_key(cid, rnd), self.store[cid])
+            write_blob(str(self.run_info["run_dir"]), store_key(cid, rnd), self.store[cid],
+                       durable=self.run_info.get("fsync") != "round")
         return weights[len(rounds) * len(self.global_weights):], extra
 
     def extras(self, server_round: int) -> tuple[list[int], list[Weights]]:
