@@ -111,6 +111,18 @@ def write_blob(run_dir: str | Path, key: str, weights: list[np.ndarray], *, dura
     return path
 
 
+def put_blob(run_dir: str | Path, key: str, weights: list[np.ndarray], *, durable: bool = True) -> Path:
+    """Write blob ``key`` whether it exists or not (a simulated client leaving its upload, ``upload_to``).
+
+    Replaces a file left by an attempt that was killed before the server checkpointed the round
+    (the rerun writes the same bits; readers see the old file or the new one, never half).
+    Same parameters and return as :func:`write_blob`.
+    """
+    path = Path(run_dir) / FOLDER / "blobs" / f"{key}.npys"
+    atomic_save_arrays(path, pack("w", weights), durable=durable, reuse=_spare(path.parent / SPARE))
+    return path
+
+
 def _spare(folder: Path) -> Path | None:
     """Any file in ``folder`` (None when it is empty or missing)."""
     try:

@@ -136,6 +136,14 @@ class PersonalizedStrategy(Strategy):
         """What client ``cid`` receives for the final evaluation (default: as in a round)."""
         return self.download(cid, self.num_rounds + 1)
 
+    def incoming(self, up: Upload, server_round: int) -> Upload:
+        """A reply's upload as the method sees it (default: as it travelled in the message).
+
+        Called for every reply of a round before its weights are checked; a method whose clients
+        leave their upload in the run folder (FedFomo with ``sim.shared_store``) reads it here.
+        """
+        return up
+
     def outgoing(self, weights: Weights, extra: dict) -> tuple[Weights, dict]:
         """What of a planned download travels in the message; the rest the client reads from the run folder.
 
@@ -253,7 +261,7 @@ class PersonalizedStrategy(Strategy):
                 errors.append(f"client {cid}: {reply.error.reason}")
                 log.warning("round %d | client %d failed: %s", server_round, cid, reply.error.reason)
                 continue
-            up = unpack_reply(reply, f"round {server_round}")
+            up = self.incoming(unpack_reply(reply, f"round {server_round}"), server_round)
             if int(up.metrics.get("diverged", 0)) or not all(np.isfinite(w).all() for w in up.weights):
                 up.metrics["diverged"] = 1
                 log.warning("round %d | client %d diverged: upload rejected", server_round, up.cid)

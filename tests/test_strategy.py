@@ -276,3 +276,31 @@ def test_send_windowed_refused_message_is_an_error_not_a_silent_gap():
     msg = SimpleNamespace(metadata=SimpleNamespace(dst_node_id=17))
     with pytest.raises(RuntimeError, match="round 2: the SuperLink refused the message for node 17"):
         send_windowed(grid, iter([msg]), window=2, timeout=1, where="round 2", poll_s=0)
+
+
+def test_shared_store_uploads_are_left_in_the_run_folder_and_read_back(tmp_path, server_identity):
+    from fedfomo.checkpoint import put_blob
+
+    def strategy(shared):
+        st = FedFomoStrategy(num_models=2, epsilon=0.0, epsilon_decay=1.0, num_clients=3, num_rounds=4,
+                             participation=1.0, seed=0, initial_weights=[np.zeros(2)],
+                             recorder=RunRecorder(tmp_path / str(shared), 4, workers=1, progress=False))
+        st.shared_store, st.nodes = shared, {c: 900 + c for c in range(3)}
+        st.run_info = {"run_dir": str(tmp_path / str(shared))}
+        return st
+
+    plain, shared = strategy(False), strategy(True)
+    assert all("upload_to" not in unpack_request(m)[1] for m in plain.train_messages(1))
+    assert [unpack_request(m)[1]["upload_to"] for m in shared.train_messages(1)] == [
+        "store_0_r0001", "store_1_r0001", "store_2_r0001"]
+    assert all("upload_to" not in unpack_request(m)[1] for m in shared.evaluate_messages(range(3)))
+    weights = [np.array([1.5, -2.0])]
+    put_blob(tmp_path / "True", "store_1_r0001", weights)
+    up = shared.incoming(Upload(cid=1, weights=[], num_examples=5, metrics={"upload_in_store": 1, "diverged": 0}), 1)
+    np.testing.assert_array_equal(up.weights[0], weights[0])
+    assert "upload_in_store" not in up.metrics  # not a column of clients.csv
+    put_blob(tmp_path / "True", "store_1_r0001", [np.array([9.0, 9.0])])  # a rerun's upload replaces the file
+    again = shared.incoming(Upload(cid=1, weights=[], num_examples=5, metrics={"upload_in_store": 1}), 1)
+    np.testing.assert_array_equal(again.weights[0], [9.0, 9.0])
+    sent = Upload(cid=2, weights=[np.array([np.nan, 0.0])], num_examples=5, metrics={"diverged": 1})
+    assert shared.incoming(sent, 1) is sent  # a diverged upload travels in its reply and is rejected there

@@ -36,7 +36,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from fedfomo import fomo
-from fedfomo.checkpoint import blob_path, read_blob, unpack, write_blob
+from fedfomo.checkpoint import blob_path, put_blob, read_blob, unpack, write_blob
 from fedfomo.client import BaseClient
 from fedfomo.config import ConfigError, check_choice, check_float, check_int, require
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
@@ -101,16 +101,21 @@ class FedFomoClient(BaseClient):
         The server sends ``warmup_epochs`` > 0 only in round 0, with the initial model and no
         candidates: the client evaluates it, trains ``warmup_epochs`` epochs (learning rate of
         round 1) and uploads; its baseline stays the initial model, as after round 1 without warm-up.
+        With ``config["upload_to"]`` (``sim.shared_store``) the upload is written to that blob of the
+        run folder and the reply carries no weights.
         """
         warmup = int(config.get("warmup_epochs", 0))
-        if warmup <= 0:
-            return super().fit(parameters, config)
         settings = self.s
-        self.s = dataclasses.replace(settings, local_epochs=warmup)
+        if warmup > 0:
+            self.s = dataclasses.replace(settings, local_epochs=warmup)
         try:
-            return super().fit(parameters, config)
+            upload, n, metrics = super().fit(parameters, config)
         finally:
             self.s = settings
+        if config.get("upload_to") and not metrics["diverged"]:  # sim.shared_store: leave it where the server reads it
+            put_blob(str(config["run_dir"]), str(config["upload_to"]), upload, durable=config.get("fsync") != "round")
+            return [], n, {**metrics, "upload_in_store": 1}
+        return upload, n, metrics
 
     def personalize(self, parameters, config, commit):  # noqa: D102
         ids = decode_ids(str(config.get("candidate_ids", "")))
@@ -192,7 +197,21 @@ class FedFomoStrategy(PersonalizedStrategy):
             self._rng = np.random.default_rng([self.seed, 2, server_round])
         return self._rng
 
-    def download(self, cid, server_round):  # noqa: D102
+    def download(self, cid, server_round):
+        """Client ``cid``'s download (:meth:`candidates`); with ``sim.shared_store``, where to leave its upload.
+
+        ``upload_to`` names the blob the server's checkpoint would write for this upload: the
+        simulated client writes it there itself and its reply carries no weights
+        (:meth:`incoming` reads them), so the upload is not encoded, sent through Ray and written
+        again.
+        """
+        weights, config = self.candidates(cid, server_round)
+        if self.shared_store and server_round <= self.num_rounds:
+            config["upload_to"] = store_key(cid, server_round)
+        return weights, config
+
+    def candidates(self, cid: int, server_round: int) -> tuple[Weights, dict]:
+        """The initial model (round 0 or an empty store), or the chosen stored uploads and the server's averages."""
         if server_round == 0 and self.warmup_round:
             return self.global_weights, {"candidate_ids": "", "warmup_epochs": self.warmup_epochs}
         if not self.store:
@@ -220,6 +239,14 @@ class FedFomoStrategy(PersonalizedStrategy):
             write_blob(str(self.run_info["run_dir"]), store_key(cid, rnd), self.store[cid],
                        durable=self.run_info.get("fsync") != "round")
         return weights[len(rounds) * len(self.global_weights):], extra
+
+    def incoming(self, up, server_round):
+        """An upload the client left in the run folder (``upload_to``) is read from there; a diverged one is not."""
+        if int(up.metrics.get("upload_in_store", 0)) and not int(up.metrics.get("diverged", 0)):
+            metrics = {k: v for k, v in up.metrics.items() if k != "upload_in_store"}
+            return dataclasses.replace(up, metrics=metrics, weights=read_blob(
+                blob_path(str(self.run_info["run_dir"]), store_key(up.cid, server_round))))
+        return up
 
     def extras(self, server_round: int) -> tuple[list[int], list[Weights]]:
         """The server-made averages every client receives this round (``method.extra_candidates``).
