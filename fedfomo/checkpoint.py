@@ -219,6 +219,9 @@ def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] 
     """``(round, arrays, meta)`` of the latest server checkpoint, or None when there is none.
 
     Its blobs are in ``arrays`` too, blob ``NAME``'s weights under ``blob/NAME/0``, ``blob/NAME/1``, ...
+    Blobs it does not name (written after it by the attempt that stopped) are dropped: with
+    ``sim.fsync=round`` a crash of the machine may have left one renamed into place but not
+    written, and :func:`write_blob` keeps an existing file.
     """
     folder = Path(run_dir) / FOLDER
     try:
@@ -228,8 +231,13 @@ def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] 
     with np.load(folder / f"{latest['name']}.npz", allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     saved = json.loads((folder / f"{latest['name']}.json").read_text())
-    for key in saved.get("blobs", []):
+    named = set(saved.get("blobs", []))
+    for key in sorted(named):
         arrays.update(pack(f"blob/{key}", read_blob(blob_path(run_dir, key))))
+    if (folder / "blobs").is_dir():  # left by the attempt that stopped: never trusted, written again
+        for other in (folder / "blobs").glob("*.np[yz]*"):
+            if other.stem not in named:
+                _drop_blob(other)
     return int(latest["round"]), arrays, saved["meta"]
 
 

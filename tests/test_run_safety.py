@@ -537,3 +537,14 @@ def test_a_signal_after_the_run_finished_keeps_it_completed(tmp_path):
         mark_interrupted(run, "SIGTERM")
         assert read_status(run)["status"] == "interrupted"
         assert read_status(run)["reason"] == "SIGTERM received"
+
+
+def test_resume_drops_blobs_the_checkpoint_does_not_name(tmp_path):
+    w = [np.ones(3, np.float32)]
+    checkpoint.save_server(tmp_path, 1, {"p": np.eye(2)}, {}, blobs={"store_0_r0001": w}, durable=False)
+    checkpoint.write_blob(tmp_path, "store_0_r0002", [np.full(3, np.nan, np.float32)])  # the stopped attempt's
+    rnd, arrays, _ = checkpoint.load_server(tmp_path)
+    assert rnd == 1 and "blob/store_0_r0002/0" not in arrays
+    assert not checkpoint.blob_path(tmp_path, "store_0_r0002").exists()  # so round 2 writes it again
+    checkpoint.save_server(tmp_path, 2, {"p": np.eye(2)}, {}, blobs={"store_0_r0002": [2 * w[0]]}, durable=False)
+    np.testing.assert_array_equal(checkpoint.load_server(tmp_path)[1]["blob/store_0_r0002/0"], 2 * w[0])
