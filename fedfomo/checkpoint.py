@@ -145,6 +145,14 @@ def _drop_blob(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+def _drop_unnamed_blobs(folder: Path, named: set[str]) -> None:
+    """Drop every blob in ``folder/blobs`` whose name is not in ``named`` (:func:`_drop_blob`)."""
+    if (folder / "blobs").is_dir():
+        for old in (folder / "blobs").glob("*.np[yz]*"):
+            if old.stem not in named:
+                _drop_blob(old)
+
+
 def discard_spares(run_dir: str | Path) -> None:
     """Delete the spare files of a run whose checkpoints will not be written any more."""
     spare = Path(run_dir) / FOLDER / "blobs" / SPARE
@@ -209,10 +217,7 @@ def save_server(run_dir: str | Path, server_round: int, arrays: dict[str, np.nda
     for old in folder.glob("server_round_*"):
         if not old.name.startswith(name):
             old.unlink(missing_ok=True)
-    if (folder / "blobs").is_dir():
-        for old in (folder / "blobs").glob("*.np[yz]*"):
-            if old.stem not in blobs:
-                _drop_blob(old)
+    _drop_unnamed_blobs(folder, set(blobs))
 
 
 def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] | None:
@@ -234,10 +239,7 @@ def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] 
     named = set(saved.get("blobs", []))
     for key in sorted(named):
         arrays.update(pack(f"blob/{key}", read_blob(blob_path(run_dir, key))))
-    if (folder / "blobs").is_dir():  # left by the attempt that stopped: never trusted, written again
-        for other in (folder / "blobs").glob("*.np[yz]*"):
-            if other.stem not in named:
-                _drop_blob(other)
+    _drop_unnamed_blobs(folder, named)  # left by the attempt that stopped: never trusted, written again
     return int(latest["round"]), arrays, saved["meta"]
 
 
