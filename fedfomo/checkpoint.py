@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping, MutableMapping
 from pathlib import Path
 
 import numpy as np
@@ -190,9 +191,48 @@ def read_blob(path: str | Path) -> list[np.ndarray]:
     return unpack(_load(Path(path)), "w", copy=False)
 
 
+class ModelStore(MutableMapping[int, list[np.ndarray]]):
+    """Models by client id, each kept in memory or as the path of a blob, read whenever it is asked for.
+
+    FedFomo's server keeps every client's latest upload. In a simulation the clients leave their
+    uploads in the run folder (``sim.shared_store``), where the checkpoint keeps them anyway, so
+    the server only notes where each is (:meth:`set_path`) and its memory does not grow with
+    population x model size; a model is read from its blob (page cache, ~1 ms for 6.6 MB) only
+    when the server itself needs its weights (extra candidates, a deployment's download).
+    Iteration order is insertion order, as a dict's.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[int, list[np.ndarray] | Path] = {}
+
+    def __getitem__(self, cid: int) -> list[np.ndarray]:
+        item = self._items[cid]
+        return read_blob(item) if isinstance(item, Path) else item
+
+    def __setitem__(self, cid: int, weights: list[np.ndarray]) -> None:
+        self._items[cid] = weights
+
+    def set_path(self, cid: int, path: str | Path) -> None:
+        """Keep client ``cid``'s model as the blob at ``path`` (written by :func:`write_blob` or :func:`put_blob`)."""
+        self._items[cid] = Path(path)
+
+    def in_memory(self, cid: int) -> bool:
+        """Whether ``cid``'s model is held in memory (not only as a blob's path)."""
+        return not isinstance(self._items[cid], Path)
+
+    def __delitem__(self, cid: int) -> None:
+        del self._items[cid]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 # -- server ---------------------------------------------------------------------------------------
 def save_server(run_dir: str | Path, server_round: int, arrays: dict[str, np.ndarray], meta: dict,
-                blobs: dict[str, list[np.ndarray]] | None = None, *, durable: bool = True) -> None:
+                blobs: Mapping[str, list[np.ndarray]] | None = None, *, durable: bool = True) -> None:
     """Write the server's checkpoint after ``server_round`` (blobs, arrays, JSON, then the pointer).
 
     ``blobs`` are large, immutable pieces of state named by content version (e.g. FedFomo's
@@ -205,8 +245,9 @@ def save_server(run_dir: str | Path, server_round: int, arrays: dict[str, np.nda
     """
     folder = Path(run_dir) / FOLDER
     blobs = blobs or {}
-    for key, weights in blobs.items():
-        write_blob(run_dir, key, weights, durable=durable)
+    for key in blobs:
+        if not blob_path(run_dir, key).exists():  # a value is only read (maybe from disk) when missing
+            write_blob(run_dir, key, blobs[key], durable=durable)
     name = f"server_round_{server_round:04d}"
     atomic_save_npz(folder / f"{name}.npz", arrays, durable=durable)
     atomic_write_text(folder / f"{name}.json", json.dumps({"round": server_round, "meta": meta,
@@ -220,10 +261,11 @@ def save_server(run_dir: str | Path, server_round: int, arrays: dict[str, np.nda
     _drop_unnamed_blobs(folder, set(blobs))
 
 
-def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] | None:
+def load_server(run_dir: str | Path, *, read_blobs: bool = True) -> tuple[int, dict[str, np.ndarray], dict] | None:
     """``(round, arrays, meta)`` of the latest server checkpoint, or None when there is none.
 
-    Its blobs are in ``arrays`` too, blob ``NAME``'s weights under ``blob/NAME/0``, ``blob/NAME/1``, ...
+    Its blobs are in ``arrays`` too, blob ``NAME``'s weights under ``blob/NAME/0``, ``blob/NAME/1``, ...;
+    with ``read_blobs=False`` they are not read (the caller finds them with :func:`blob_path`).
     Blobs it does not name (written after it by the attempt that stopped) are dropped: with
     ``sim.fsync=round`` a crash of the machine may have left one renamed into place but not
     written, and :func:`write_blob` keeps an existing file.
@@ -237,7 +279,7 @@ def load_server(run_dir: str | Path) -> tuple[int, dict[str, np.ndarray], dict] 
         arrays = {k: z[k] for k in z.files}
     saved = json.loads((folder / f"{latest['name']}.json").read_text())
     named = set(saved.get("blobs", []))
-    for key in sorted(named):
+    for key in sorted(named) if read_blobs else ():
         arrays.update(pack(f"blob/{key}", read_blob(blob_path(run_dir, key))))
     _drop_unnamed_blobs(folder, named)  # left by the attempt that stopped: never trusted, written again
     return int(latest["round"]), arrays, saved["meta"]

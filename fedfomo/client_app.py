@@ -25,6 +25,7 @@ from fedfomo.runconfig import config_yaml, experiment_config
 
 app = ClientApp()
 MARKER = "fedfomo_attempt"  # client state entry: the run attempt this state belongs to
+ON_DISK = "fedfomo_on_disk"  # client state entry: the rest of the state is in this client's file of that round
 KINDS = {"train": 0, "evaluate": 1}
 
 
@@ -85,15 +86,47 @@ def state_dir(context: Context, config: dict) -> Path | None:
     return Path(str(given)) if given else None
 
 
-def sync_state(context: Context, config: dict, cid: int) -> None:
-    """After a resume (``attempt`` > 1), load this client's state as of the server's checkpoint, once."""
+def sync_state(context: Context, config: dict, cid: int) -> int | None:
+    """Load this client's state from its files where Flower's context does not hold it.
+
+    After a resume (``attempt`` > 1): once, as of the server's checkpoint. Otherwise, when an
+    earlier call left only the :data:`ON_DISK` entry (:func:`offload_state`): from the file it names.
+
+    Returns
+    -------
+    int or None
+        The newest round at or before the one asked for whose file was read (0: none, the state is
+        empty); None when nothing was read (the context holds the state).
+
+    """
     attempt = int(config.get("attempt", 1))
     marker = context.state.get(MARKER)
+    folder = state_dir(context, config)
+    loaded = None
     if attempt > 1 and (marker is None or int(marker["attempt"]) != attempt):  # type: ignore[index]
-        folder = state_dir(context, config)
         if folder is not None:
-            restore_client(folder, cid, int(config.get("resume_round", 0)), context.state)
+            loaded = restore_client(folder, cid, int(config.get("resume_round", 0)), context.state)
+    elif ON_DISK in context.state and folder is not None:
+        loaded = restore_client(folder, cid, int(context.state[ON_DISK]["round"]), context.state)  # type: ignore[index]
     context.state[MARKER] = ConfigRecord({"attempt": attempt})
+    return loaded
+
+
+def offload_state(context: Context, saved_round: int) -> None:
+    """Leave in Flower's context only a note that the state is in this client's file of ``saved_round``.
+
+    The context travels with every message of a simulated client (Ray pickles it to the worker
+    and back, and the engine keeps one per client), so a state of model size costs a copy each
+    way and population x model of the engine's memory; the file is written anyway
+    (:func:`fedfomo.checkpoint.save_client`) and :func:`sync_state` reads it back at the
+    client's next message (about 2 ms here, page cache).
+    """
+    attempt = context.state.get(MARKER)
+    for key in list(context.state.keys()):
+        del context.state[key]
+    if attempt is not None:
+        context.state[MARKER] = attempt
+    context.state[ON_DISK] = ConfigRecord({"round": saved_round})
 
 
 def maybe_fail(cfg, cid: int, server_round: int, kind: str) -> None:
@@ -124,6 +157,7 @@ def train(msg: Message, context: Context) -> Message:
     if folder is not None:
         t0 = time.perf_counter()
         save_client(folder, cid, rnd, context.state, checkpointed=rnd - 1, durable=config.get("fsync") != "round")
+        offload_state(context, rnd)
         metrics["state_save_s"] = time.perf_counter() - t0
     return reply_to(msg, upload, n, metrics)
 
@@ -135,7 +169,9 @@ def evaluate(msg: Message, context: Context) -> Message:
     cid = partition_of(dict(context.node_config), int(exp.cfg.num_clients))
     parameters, config = unpack_request(msg)
     maybe_fail(exp.cfg, cid, int(config["server_round"]), "evaluate")
-    sync_state(context, config, cid)
+    loaded = sync_state(context, config, cid)
     with _precision(exp.cfg):
         _, n, metrics = build_client(exp, cid, context.state).evaluate(parameters, config)
+    if loaded is not None:  # evaluation changes no state: leave it in its file again
+        offload_state(context, loaded)
     return reply_to(msg, [], n, metrics)

@@ -25,6 +25,13 @@ class Upload:
     weights: Weights
     num_examples: int
     metrics: dict
+    blob: str | None = None  # the file holding the weights when the client left them there (``weights`` is empty)
+    blob_nbytes: int = 0  # the size of the model in that file
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the uploaded model, in the message or in its blob."""
+        return self.blob_nbytes if self.blob else sum(w.nbytes for w in self.weights)
 
 
 def request(node_id: int, kind: str, server_round: int, weights: Weights, config: dict) -> Message:

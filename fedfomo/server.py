@@ -19,7 +19,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from omegaconf import DictConfig
 
-from fedfomo import checkpoint
+from fedfomo import checkpoint, engine
 from fedfomo.config import fsync_mode, shared_store
 from fedfomo.emd import partition_emd_facts
 from fedfomo.experiment import (
@@ -113,7 +113,7 @@ def discover_partitions(grid: Grid, num_clients: int, timeout_s: float, poll_s: 
 
 
 def send_windowed(grid: Grid, messages: Iterable[Message], window: int, timeout: float, where: str,
-                  poll_s: float = 0.02) -> list[Message]:
+                  poll_s: float = 0.05) -> list[Message]:
     """Send ``messages`` keeping at most ``window`` of them in flight; return every reply.
 
     Flower's ``send_and_receive`` pushes every message at once. Pushing them a few at a time
@@ -243,8 +243,11 @@ def run_federation(grid: Grid, exp: Experiment, out_dir: Path, *, progress: bool
     before = float(status.get("elapsed_s") or 0.0) if attempt > 1 else 0.0
     # -1: nothing done yet and a warm-up round 0 to run first (FedFomo's method.warmup_epochs)
     done = -1 if strategy.warmup_round else 0
+    if is_simulation(grid):
+        engine.install()  # Flower's engine polls every node ten times a second: skip the idle ones cheaply
+    strategy.run_info = {"run_dir": str(out_dir.resolve())}  # where a restored store finds its blobs
     if attempt > 1:  # a resume: continue after the last checkpointed round
-        saved = checkpoint.load_server(out_dir)
+        saved = checkpoint.load_server(out_dir, read_blobs=False)  # blobs stay on disk until needed
         if saved is not None:
             done, arrays, meta = saved
             strategy.restore_state(arrays, meta)

@@ -136,11 +136,19 @@ class PersonalizedStrategy(Strategy):
         """What client ``cid`` receives for the final evaluation (default: as in a round)."""
         return self.download(cid, self.num_rounds + 1)
 
+    def download_nbytes(self, weights: Weights, extra: dict) -> int:
+        """Bytes of the models a download gives its client (default: its weights).
+
+        FedFomo adds the stored models its client reads from the run folder (``sim.shared_store``).
+        """
+        return sum(w.nbytes for w in weights)
+
     def incoming(self, up: Upload, server_round: int) -> Upload:
         """A reply's upload as the method sees it (default: as it travelled in the message).
 
         Called for every reply of a round before its weights are checked; a method whose clients
-        leave their upload in the run folder (FedFomo with ``sim.shared_store``) reads it here.
+        leave their upload in the run folder (FedFomo with ``sim.shared_store``) names that file
+        here (:attr:`Upload.blob`; its weights were checked by the client that wrote them).
         """
         return up
 
@@ -219,7 +227,7 @@ class PersonalizedStrategy(Strategy):
             self.num_clients, self.participation, server_round, self.seed, self.sampling)
         for cid in cids:
             planned[cid] = self.download(cid, server_round)
-            self._download_bytes += sum(w.nbytes for w in planned[cid][0])
+            self._download_bytes += self.download_nbytes(*planned[cid])
         return self._encode(planned, "train", server_round)
 
     def evaluate_messages(self, cids: Iterable[int]) -> Iterator[Message]:
@@ -262,6 +270,7 @@ class PersonalizedStrategy(Strategy):
                 log.warning("round %d | client %d failed: %s", server_round, cid, reply.error.reason)
                 continue
             up = self.incoming(unpack_reply(reply, f"round {server_round}"), server_round)
+            # an upload left in the run folder (up.blob) was checked by the client that wrote it
             if int(up.metrics.get("diverged", 0)) or not all(np.isfinite(w).all() for w in up.weights):
                 up.metrics["diverged"] = 1
                 log.warning("round %d | client %d diverged: upload rejected", server_round, up.cid)
@@ -276,7 +285,7 @@ class PersonalizedStrategy(Strategy):
             if new is not None:
                 self.global_weights = new
         wall = time.perf_counter() - self._round_start
-        upload_bytes = sum(sum(w.nbytes for w in u.weights) for u in uploads.values())
+        upload_bytes = sum(u.nbytes for u in uploads.values())
         row = self.recorder.log_round(server_round, rows, wall_s=wall, download_mb=self._download_bytes / 2**20,
                                       upload_mb=upload_bytes / 2**20, failed=failed)
         self.after_round(server_round)

@@ -176,6 +176,29 @@ def test_client_state_files_are_reused_and_restore_the_same_state(tmp_path, dura
     assert list(out["dp_history"]["steps"]) == [3]
 
 
+def test_client_state_leaves_the_context_after_each_message_and_comes_back_from_its_file(tmp_path):
+    from flwr.app import Context
+
+    from fedfomo.client_app import MARKER, ON_DISK, offload_state, sync_state
+
+    weights = [np.random.default_rng(1).random((30, 20)).astype(np.float32), np.arange(4.0)]
+    ctx = Context(run_id=1, node_id=7, node_config={"partition-id": 3}, state=RecordDict(), run_config={})
+    config = {"run_dir": str(tmp_path), "attempt": 1}
+    assert sync_state(ctx, config, 3) is None and list(ctx.state.keys()) == [MARKER]  # nothing on disk yet
+    ctx.state["baseline"] = ArrayRecord(weights)
+    ctx.state["dp_history"] = ConfigRecord({"steps": [4, 5]})
+    checkpoint.save_client(tmp_path, 3, 2, ctx.state, checkpointed=1)
+    offload_state(ctx, 2)
+    assert sorted(ctx.state.keys()) == sorted([MARKER, ON_DISK])  # no model travels with the context
+    assert sync_state(ctx, config, 3) == 2
+    for got, want in zip(ctx.state["baseline"].to_numpy_ndarrays(), weights):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+    assert list(ctx.state["dp_history"]["steps"]) == [4, 5] and ON_DISK not in ctx.state
+    # without a folder nothing is offloaded or read: the context keeps the state
+    assert sync_state(ctx, {"attempt": 1}, 3) is None and "baseline" in ctx.state
+
+
 def test_dropped_blobs_are_reused_by_the_next_ones_and_discarded_at_the_end(tmp_path):
     w = [np.full((50, 20), 1.0, np.float32)]
     checkpoint.save_server(tmp_path, 1, {"p": np.eye(2)}, {}, blobs={"store_0_r0001": w}, durable=False)

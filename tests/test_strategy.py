@@ -279,7 +279,7 @@ def test_send_windowed_refused_message_is_an_error_not_a_silent_gap():
 
 
 def test_shared_store_uploads_are_left_in_the_run_folder_and_read_back(tmp_path, server_identity):
-    from fedfomo.checkpoint import put_blob
+    from fedfomo.checkpoint import blob_path, put_blob
 
     def strategy(shared):
         st = FedFomoStrategy(num_models=2, epsilon=0.0, epsilon_decay=1.0, num_clients=3, num_rounds=4,
@@ -297,10 +297,13 @@ def test_shared_store_uploads_are_left_in_the_run_folder_and_read_back(tmp_path,
     weights = [np.array([1.5, -2.0])]
     put_blob(tmp_path / "True", "store_1_r0001", weights)
     up = shared.incoming(Upload(cid=1, weights=[], num_examples=5, metrics={"upload_in_store": 1, "diverged": 0}), 1)
-    np.testing.assert_array_equal(up.weights[0], weights[0])
+    # named by its blob, not read: the server's memory does not grow with the population
+    assert up.weights == [] and up.blob == str(blob_path(tmp_path / "True", "store_1_r0001")) and up.nbytes == 16
     assert "upload_in_store" not in up.metrics  # not a column of clients.csv
+    shared.aggregate(1, {1: up})
+    assert not shared.store.in_memory(1) and shared.store_round[1] == 1
+    np.testing.assert_array_equal(shared.store[1][0], weights[0])  # read from the blob when asked for
     put_blob(tmp_path / "True", "store_1_r0001", [np.array([9.0, 9.0])])  # a rerun's upload replaces the file
-    again = shared.incoming(Upload(cid=1, weights=[], num_examples=5, metrics={"upload_in_store": 1}), 1)
-    np.testing.assert_array_equal(again.weights[0], [9.0, 9.0])
+    np.testing.assert_array_equal(shared.store[1][0], [9.0, 9.0])
     sent = Upload(cid=2, weights=[np.array([np.nan, 0.0])], num_examples=5, metrics={"diverged": 1})
     assert shared.incoming(sent, 1) is sent  # a diverged upload travels in its reply and is rejected there

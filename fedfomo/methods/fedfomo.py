@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 
 import numpy as np
 from omegaconf import DictConfig
 
 from fedfomo import fomo
-from fedfomo.checkpoint import blob_path, put_blob, read_blob, unpack, write_blob
+from fedfomo.checkpoint import ModelStore, blob_path, put_blob, read_blob, unpack, write_blob
 from fedfomo.client import BaseClient
 from fedfomo.config import ConfigError, check_choice, check_float, check_int, require
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
@@ -185,7 +186,7 @@ class FedFomoStrategy(PersonalizedStrategy):
         self.extra_candidates = extra_candidates
         self.num_subfederations = num_subfederations
         self._extras: tuple[int, list[int], list[Weights]] | None = None  # (round, ids, models), computed once a round
-        self.store: dict[int, Weights] = {}
+        self.store = ModelStore()  # every client's latest upload (in a simulation: the path of its blob)
         self.store_round: dict[int, int] = {}  # round of each stored upload (names its checkpoint blob)
         self.affinity = np.eye(self.num_clients)
         self._rng_round = -1
@@ -219,33 +220,45 @@ class FedFomoStrategy(PersonalizedStrategy):
         eps = fomo.epsilon_at(self.epsilon, self.epsilon_decay, server_round)
         ids = fomo.select_candidates(self.affinity[cid], cid, sorted(self.store), self.num_models, eps,
                                      self._rng_for(server_round))
-        models = [self.store[j] for j in ids]
         extra_ids, extra_models = self.extras(server_round)
         config = {"candidate_ids": encode_ids(ids + extra_ids)}
-        if self.shared_store:
+        if self.shared_store:  # the client reads the stored ones from their blobs: only the averages travel
             config["candidate_rounds"] = encode_ids([self.store_round[j] for j in ids])
-        return concat_models(models + extra_models), config
+            return concat_models(extra_models), config
+        return concat_models([self.store[j] for j in ids] + extra_models), config
+
+    def download_nbytes(self, weights, extra):
+        """The message's models plus the stored ones its client reads from their blobs (``sim.shared_store``)."""
+        stored = len(decode_ids(str(extra.get("candidate_rounds", ""))))
+        return super().download_nbytes(weights, extra) + stored * sum(w.nbytes for w in self.global_weights)
 
     def outgoing(self, weights, extra):
-        """With ``sim.shared_store``, the stored candidates stay in their blobs; only server-made models travel.
+        """With ``sim.shared_store``, first write any named blob missing on disk.
 
-        A blob missing on disk (a store restored from a checkpoint older than the blobs) is
-        written first, under the name the checkpoint will give it.
+        That is a stored model held in memory whose blob the checkpoint has not written yet (a
+        store restored from a checkpoint older than the blobs); it is written under the name the
+        checkpoint will give it.
         """
-        if "candidate_rounds" not in extra:
-            return weights, extra
-        ids, rounds = decode_ids(str(extra["candidate_ids"])), decode_ids(str(extra["candidate_rounds"]))
-        for cid, rnd in zip(ids, rounds):
-            write_blob(str(self.run_info["run_dir"]), store_key(cid, rnd), self.store[cid],
-                       durable=self.run_info.get("fsync") != "round")
-        return weights[len(rounds) * len(self.global_weights):], extra
+        if "candidate_rounds" in extra:
+            ids, rounds = decode_ids(str(extra["candidate_ids"])), decode_ids(str(extra["candidate_rounds"]))
+            run_dir = str(self.run_info["run_dir"])
+            for cid, rnd in zip(ids, rounds):
+                if self.store.in_memory(cid) and not blob_path(run_dir, store_key(cid, rnd)).exists():
+                    write_blob(run_dir, store_key(cid, rnd), self.store[cid],
+                               durable=self.run_info.get("fsync") != "round")
+        return weights, extra
 
     def incoming(self, up, server_round):
-        """An upload the client left in the run folder (``upload_to``) is read from there; a diverged one is not."""
+        """An upload the client left in the run folder (``upload_to``) is named by its blob, not read.
+
+        The client checked its weights before writing them (a diverged upload is never left
+        there); the store keeps the blob's path (:class:`fedfomo.checkpoint.ModelStore`).
+        """
         if int(up.metrics.get("upload_in_store", 0)) and not int(up.metrics.get("diverged", 0)):
             metrics = {k: v for k, v in up.metrics.items() if k != "upload_in_store"}
-            return dataclasses.replace(up, metrics=metrics, weights=read_blob(
-                blob_path(str(self.run_info["run_dir"]), store_key(up.cid, server_round))))
+            path = blob_path(str(self.run_info["run_dir"]), store_key(up.cid, server_round))
+            return dataclasses.replace(up, metrics=metrics, weights=[], blob=str(path),
+                                       blob_nbytes=sum(w.nbytes for w in self.global_weights))
         return up
 
     def extras(self, server_round: int) -> tuple[list[int], list[Weights]]:
@@ -271,7 +284,10 @@ class FedFomoStrategy(PersonalizedStrategy):
                 self.affinity = fomo.update_affinity(self.affinity, cid, ids, decode_floats(str(metrics["weights"])),
                                                      self.affinity_norm)
         for cid, up in uploads.items():
-            self.store[cid] = up.weights
+            if up.blob:
+                self.store.set_path(cid, up.blob)
+            else:
+                self.store[cid] = up.weights
             self.store_round[cid] = server_round
         self._extras = None
 
@@ -283,19 +299,44 @@ class FedFomoStrategy(PersonalizedStrategy):
         arrays["affinity"] = self.affinity
         return arrays, {**meta, "store_round": {str(c): r for c, r in sorted(self.store_round.items())}}
 
-    def checkpoint_blobs(self):  # noqa: D102
-        return {store_key(c, r): self.store[c] for c, r in self.store_round.items()}
+    def checkpoint_blobs(self):
+        """Every stored upload under its blob name; a model is read only where its blob must be written."""
+        return _StoreBlobs(self.store, self.store_round)
 
     def restore_state(self, arrays, meta):  # noqa: D102
         super().restore_state(arrays, meta)
         self._extras = None
         self.affinity = np.array(arrays["affinity"])
         if "store" in meta:  # checkpoints written before the store moved to blobs
-            self.store = {int(cid): unpack(arrays, f"store/{cid}") for cid in meta["store"]}
+            self.store = ModelStore()
+            for cid in meta["store"]:
+                self.store[int(cid)] = unpack(arrays, f"store/{cid}")
             self.store_round = dict.fromkeys(self.store, 0)
             return
         self.store_round = {int(c): int(r) for c, r in meta["store_round"].items()}
-        self.store = {c: unpack(arrays, f"blob/{store_key(c, r)}") for c, r in self.store_round.items()}
+        self.store = ModelStore()
+        for c, r in self.store_round.items():  # blobs not read by the caller stay on disk until needed
+            if f"blob/{store_key(c, r)}/0" in arrays:
+                self.store[c] = unpack(arrays, f"blob/{store_key(c, r)}")
+            else:
+                self.store.set_path(c, blob_path(str(self.run_info["run_dir"]), store_key(c, r)))
+
+
+class _StoreBlobs(Mapping):
+    """A read-only view of a :class:`ModelStore` as ``{blob name: weights}``, read on access."""
+
+    def __init__(self, store: ModelStore, rounds: dict[int, int]) -> None:
+        self._store = store
+        self._cid = {store_key(c, r): c for c, r in rounds.items()}
+
+    def __getitem__(self, key: str) -> Weights:
+        return self._store[self._cid[key]]
+
+    def __iter__(self):
+        return iter(self._cid)
+
+    def __len__(self) -> int:
+        return len(self._cid)
 
 
 def validate(cfg: DictConfig) -> None:
