@@ -163,6 +163,7 @@ def main() -> None:
     p = parser(multi=True)
     p.add_argument("--method", default="fedfomo")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra override")
+    p.add_argument("--label", default="", help="free text for the CSV's extra column (e.g. which code ran)")
     p.add_argument("--csv", default=None, help="append the results to this CSV file")
     p.add_argument("--plot", nargs=3, default=None, metavar=("CLIENTS_CSV", "M_CSV", "PNG"),
                    help="draw a clients sweep and an M sweep (CSV files of earlier runs) into PNG, and stop")
@@ -186,7 +187,7 @@ def main() -> None:
                    "workers": args.workers, "harness_round_s": round(harness, 3), "floor_round_s": round(floor, 3),
                    "ratio": round(harness / floor, 3),
                    "framework_ms_per_client": round(1000 * (harness - floor) / sampled, 1),
-                   "peak_used_gib": round(rss, 2), "extra": " ".join(args.set)}
+                   "peak_used_gib": round(rss, 2), "extra": " ".join([args.label, *args.set]).strip()}
             rows.append(row)
             print(f"clients {clients} M {m}: harness {harness:.2f} s | floor {floor:.2f} s | ratio "
                   f"{harness / floor:.3f} | framework {row['framework_ms_per_client']} ms per sampled client | "

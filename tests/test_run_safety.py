@@ -199,6 +199,21 @@ def test_client_state_leaves_the_context_after_each_message_and_comes_back_from_
     assert sync_state(ctx, {"attempt": 1}, 3) is None and "baseline" in ctx.state
 
 
+def test_model_store_keeps_weights_or_a_blob_path_and_reads_the_blob_on_each_access(tmp_path):
+    store = checkpoint.ModelStore()
+    store[4] = [np.ones(3)]
+    path = checkpoint.put_blob(tmp_path, "store_2_r0001", [np.arange(3.0)])
+    store.set_path(2, path)
+    assert list(store) == [4, 2] and len(store) == 2 and store.in_memory(4) and not store.in_memory(2)
+    np.testing.assert_array_equal(store[2][0], np.arange(3.0))
+    checkpoint.put_blob(tmp_path, "store_2_r0001", [np.full(3, 7.0)])  # nothing cached: the file as it is now
+    np.testing.assert_array_equal(store[2][0], np.full(3, 7.0))
+    store[2] = [np.zeros(3)]  # an upload that came in its message replaces the path
+    assert store.in_memory(2) and float(store[2][0].sum()) == 0.0
+    del store[4]
+    assert list(store) == [2]
+
+
 def test_dropped_blobs_are_reused_by_the_next_ones_and_discarded_at_the_end(tmp_path):
     w = [np.full((50, 20), 1.0, np.float32)]
     checkpoint.save_server(tmp_path, 1, {"p": np.eye(2)}, {}, blobs={"store_0_r0001": w}, durable=False)
@@ -211,6 +226,7 @@ def test_dropped_blobs_are_reused_by_the_next_ones_and_discarded_at_the_end(tmp_
     rnd, arrays, _ = checkpoint.load_server(tmp_path)
     assert rnd == 3
     np.testing.assert_array_equal(arrays["blob/store_0_r0003/0"], 3 * w[0])
+    assert not any(k.startswith("blob/") for k in checkpoint.load_server(tmp_path, read_blobs=False)[1])
     assert [p.name for p in spare.iterdir()] == ["store_0_r0002.npys"]
     checkpoint.discard_spares(tmp_path)
     assert not spare.exists()
