@@ -154,8 +154,9 @@ def partition_label(s: dict) -> str:
 
 def method_label(s: dict) -> str:
     """The method, with the authors' options it ran with, e.g. ``fedfomo (affinity_norm=abs_sum)``."""
-    extra = ", ".join(v for v in (s.get("authors_options"),
-                                  f"sampling={s['sampling']}" if s.get("sampling", "fresh") != "fresh" else "") if v)
+    from fedfomo.tables import sampling_label
+
+    extra = ", ".join(v for v in (s.get("authors_options"), sampling_label(s)) if v)
     return f"{s['method']} ({extra})" if extra else str(s["method"])
 
 

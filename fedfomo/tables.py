@@ -108,6 +108,11 @@ def _dp_sigma(s: dict) -> float | None:
     return None
 
 
+def sampling_label(s: dict) -> str:
+    """``sampling=fixed`` for a run with the authors' fixed client draw, ``""`` for the default fresh draw."""
+    return f"sampling={s['sampling']}" if s.get("sampling", "fresh") != "fresh" else ""
+
+
 def paper_cell(s: dict) -> CellKey | None:
     """The paper cell of a run's summary, or None when the paper has no such setting.
 
@@ -121,8 +126,8 @@ def paper_cell(s: dict) -> CellKey | None:
     variant = "" if split in (None, "official") else str(split)
     if s.get("augment", "none") != "none":  # the authors' augmentation: never in a default run's cell
         variant = ", ".join(v for v in (variant, f"augment={s['augment']}") if v)
-    if s.get("sampling", "fresh") != "fresh":  # the authors' fixed client draw: never in a default run's cell
-        variant = ", ".join(v for v in (variant, f"sampling={s['sampling']}") if v)
+    # the authors' fixed client draw: never in a default run's cell
+    variant = ", ".join(v for v in (variant, sampling_label(s)) if v)
     if s.get("authors_options"):  # FedFomo with options of the authors' code: never in a default run's cell
         # num_subfederations = the latent partition's D is their setting at every D: one variant for all columns
         opts = [o for o in str(s["authors_options"]).split(", ")
