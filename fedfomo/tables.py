@@ -109,8 +109,13 @@ def _dp_sigma(s: dict) -> float | None:
 
 
 def sampling_label(s: dict) -> str:
-    """``sampling=fixed`` for a run with the authors' fixed client draw, ``""`` for the default fresh draw."""
-    return f"sampling={s['sampling']}" if s.get("sampling", "fresh") != "fresh" else ""
+    """``sampling=fixed`` for a run with the authors' fixed client draw, ``""`` for the default fresh draw.
+
+    With full participation every round takes every client, so the draw changes nothing: ``""``.
+    """
+    if s.get("sampling", "fresh") == "fresh" or float(s.get("participation") or 1.0) >= 1.0:
+        return ""
+    return f"sampling={s['sampling']}"
 
 
 def paper_cell(s: dict) -> CellKey | None:

@@ -38,10 +38,13 @@ def test_seeds_averaged_and_no_dp_run_fills_table4_sigma0():
 
 
 def test_fixed_sampling_runs_form_a_variant_of_their_own():
-    path = dict(partition="pathological", dataset="mnist", samples_per_client=None, num_clients=100)
+    path = dict(partition="pathological", dataset="mnist", samples_per_client=None, num_clients=100,
+                participation=0.1)
     assert paper_cell(_s(**path)).variant == ""
     assert paper_cell(_s(**path, sampling="fresh")).variant == ""
     assert paper_cell(_s(**path, sampling="fixed")).variant == "sampling=fixed"
+    # every client in every round: the draw changes nothing, so the run fills the default cell
+    assert paper_cell(_s(**{**path, "num_clients": 15, "participation": 1.0}, sampling="fixed")).variant == ""
 
 
 def test_a_rerun_of_a_seed_counts_once_the_first_made_wins_whatever_the_order():
