@@ -18,7 +18,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedfomo.checkpoint import restore_client, save_client
+from fedfomo.checkpoint import client_folder, restore_client, save_client
 from fedfomo.experiment import Experiment, build_client, build_experiment
 from fedfomo.messages import reply_to, unpack_request
 from fedfomo.runconfig import config_yaml, experiment_config
@@ -107,7 +107,11 @@ def sync_state(context: Context, config: dict, cid: int) -> int | None:
         if folder is not None:
             loaded = restore_client(folder, cid, int(config.get("resume_round", 0)), context.state)
     elif ON_DISK in context.state and folder is not None:
-        loaded = restore_client(folder, cid, int(context.state[ON_DISK]["round"]), context.state)  # type: ignore[index]
+        saved = int(context.state[ON_DISK]["round"])  # type: ignore[index]
+        loaded = restore_client(folder, cid, saved, context.state)
+        if loaded != saved:  # the file this client wrote is gone: never go on from another state
+            raise RuntimeError(f"client {cid}: its state file of round {saved} is missing from "
+                               f"{client_folder(folder, cid)}")
     context.state[MARKER] = ConfigRecord({"attempt": attempt})
     return loaded
 

@@ -197,6 +197,11 @@ def test_client_state_leaves_the_context_after_each_message_and_comes_back_from_
     assert list(ctx.state["dp_history"]["steps"]) == [4, 5] and ON_DISK not in ctx.state
     # without a folder nothing is offloaded or read: the context keeps the state
     assert sync_state(ctx, {"attempt": 1}, 3) is None and "baseline" in ctx.state
+    offload_state(ctx, 2)
+    for f in checkpoint.client_folder(tmp_path, 3).iterdir():
+        f.unlink()
+    with pytest.raises(RuntimeError, match="client 3: its state file of round 2 is missing"):
+        sync_state(ctx, config, 3)
 
 
 def test_model_store_keeps_weights_or_a_blob_path_and_reads_the_blob_on_each_access(tmp_path):
