@@ -41,10 +41,10 @@ queue() {  # queue NAME TEMPLATE OVERRIDES...
 #              official test file is not available here; every such number is marked so.
 # name | paper | setting | reduced scale run here | CPU time of one run on the 2-core development CPU
 EXPERIMENTS=(
-  "table1_mnist|Table 1|MNIST pathological, 15 clients, 20 rounds, E=5: every method|full scale|~18 min (FedFomo, measured); 2-14 min at samples_per_client=500"
+  "table1_mnist|Table 1|MNIST pathological, 15 clients, 20 rounds, E=5: every method|full scale|13-18 min per run alone (FedFomo, FedAvg, Local; measured); 2-14 min at samples_per_client=500"
   "table1_mnist_100|Table 1|MNIST pathological, 100 clients, 10% participation, 100 rounds: every method|full scale|~8 min (FedFomo, measured)"
   "table1_cifar10|Table 1|CIFAR-10 pathological, 15 clients, 20 rounds: every method|samples_per_client=1000|~5 min reduced (measured); ~17 min full (estimated)"
-  "table1_cifar10_100|Table 1|CIFAR-10 pathological, 100 clients, 10% participation, 100 rounds: every method|samples_per_client=300|~8 min reduced (estimated)"
+  "table1_cifar10_100|Table 1|CIFAR-10 pathological, 100 clients, 10% participation, 100 rounds: every method|samples_per_client=300|6-11 min per run reduced (FedFomo, FedAvg, Local; measured)"
   "methods_mnist|Table 1|MNIST pathological, 15 clients: \$METHODS (default every method)|samples_per_client=500|2-14 min per method (measured)"
   "table2_cifar10_latent_d2|Table 2|CIFAR-10 latent D=2 (VGG-11 clusters), 15 clients: fedfomo, fedavg, local|samples_per_client=1000|7-8 min (measured, beside other jobs)"
   "table2_cifar10_latent_d3|Table 2|CIFAR-10 latent D=3: fedfomo, fedavg, local|samples_per_client=1000|7-10 min (measured, beside other jobs); full scale ~3.3x that (estimated)"
@@ -54,8 +54,8 @@ EXPERIMENTS=(
   "table3_cifar10_shuffled|Table 3|CIFAR-10 out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|~5 min (measured)"
   "table3_cifar100_shuffled|Table 3|CIFAR-100 (held-out test) out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|10-13 min (measured, beside other jobs)"
   "table4_cifar10_latent_dp|Table 4|CIFAR-10 latent D=5, no DP and DP-SGD sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|~5 min no DP, ~15 min DP (measured)"
-  "table4_cifar100_latent_dp|Table 4|CIFAR-100 (held-out test) latent D=5, no DP and sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|~6 / ~17 min (estimated)"
-  "table5_cifar100_latent|Table 5|CIFAR-100 (held-out test) latent, D = 2, 3, 4, 5, 10: fedfomo, fedavg, local|samples_per_client=1000|8-15 min (D=5, measured, beside other jobs)"
+  "table4_cifar100_latent_dp|Table 4|CIFAR-100 (held-out test) latent D=5, no DP and sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|8-15 min no DP (the Table 5 D=5 runs, measured); DP ~3x that (estimated from CIFAR-10)"
+  "table5_cifar100_latent|Table 5|CIFAR-100 (held-out test) latent, D = 2, 3, 4, 5, 10: fedfomo, fedavg, local|samples_per_client=1000|8-15 min per run (D=5, measured)"
   "table6_cifar10_latent_ma_dp|Table 6|CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|~5 / ~15 min (measured)"
   "table6_cifar100_latent_ma_dp|Table 6|CIFAR-100 (held-out test) latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|~6 / ~17 min (estimated)"
   "fig3_cifar10_eps_m|Fig. 3|CIFAR-10 latent D=5, FedFomo: epsilon 0, 0.3, 0.6, 0.9 x M 3, 5, 10|samples_per_client=1000|5-8 min per setting (the D=5 FedFomo run, measured); 4 min on an H200 machine running 8 at once"
