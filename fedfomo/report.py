@@ -89,10 +89,13 @@ def authors_emd_of(s: dict) -> float | None:
 
     partition.json holds every client's train and val label counts; the reference is the
     dataset's full training split (:data:`fedfomo.emd.TRAIN_LABEL_COUNTS`). None when neither is
-    available.
+    available, and for a run with ``shuffle_targets``: its partition.json holds the val set it was
+    given after the shuffle, while the authors measure the local data before it.
     """
     if s.get("emd_authors") is not None:
         return float(s["emd_authors"])
+    if s.get("shuffle_targets"):
+        return None
     ref = TRAIN_LABEL_COUNTS.get(s.get("dataset"))
     path = Path(s.get("run_dir", "")) / "partition.json"
     if ref is None or not s.get("run_dir") or not path.is_file():

@@ -71,6 +71,9 @@ def test_authors_emd_column_from_summary_or_partition_json(tmp_path):
     (s,) = report.load_summaries([old])
     assert report.authors_emd_of(s) == pytest.approx((2.7 + 0.0) / 2)
     assert _row(report.markdown_table([s]))[3] == "1.35"
+    # shuffled targets: partition.json has the val set after the shuffle, not the local data measured
+    assert report.authors_emd_of({**s, "shuffle_targets": True}) is None
+    assert report.authors_emd_of({**s, "shuffle_targets": True, "emd_authors": 2.5}) == 2.5
     # unknown dataset or unreadable counts: "-"
     assert report.authors_emd_of({**s, "dataset": "svhn"}) is None
     (old / "partition.json").write_text(json.dumps({"clients": [{"cid": 0, "train": [1, 2], "val": [0, 0]}]}))
