@@ -4,7 +4,9 @@ For every client: M + 1 validation passes (its baseline and M downloaded candida
 weighted merge, one test pass of the merged model and E epochs of mini-batch SGD, with the data
 normalized once (float32, channels_last), on ``--workers`` one-thread processes with the clients
 dealt out for perfect balance. The round's wall time is what a framework-free implementation
-would need; :mod:`benchmarks.round_time` compares the harness with it.
+would need; :mod:`benchmarks.round_time` compares the harness with it. ``--floor-bf16`` runs the
+passes under bfloat16 autocast (as ``sim.bf16=true`` does), to measure the framework's overhead
+of a bf16 harness; issue 12's goal compares every harness with the fp32 floor.
 
     python benchmarks/floor.py --dataset mnist --model cnn_mcmahan --clients 15 --num-models 5
 """
@@ -29,10 +31,11 @@ def _client(job: dict) -> float:
     """One client's passes; returns its seconds."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(job.get("bf16")))
     make = lambda s: build_model(job["model"], job["shape"], job["classes"], s).to(memory_format=torch.channels_last)  # noqa: E731
     baseline, candidates = make(0), [make(k + 1) for k in range(job["num_models"])]
     losses = []
-    with torch.no_grad():
+    with torch.no_grad(), bf16:
         for m in ([baseline, *candidates] if candidates else []):
             m.eval()
             total = 0.0
@@ -53,7 +56,8 @@ def _client(job: dict) -> float:
         order = torch.randperm(n, generator=g)
         for k in range(0, n, job["batch"]):
             idx = order[k:k + job["batch"]]
-            loss = F.cross_entropy(baseline(job["train_x"][idx]), job["train_y"][idx])
+            with bf16:
+                loss = F.cross_entropy(baseline(job["train_x"][idx]), job["train_y"][idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -73,7 +77,8 @@ def jobs_for(args: argparse.Namespace) -> list[dict]:
 
         def part(x, idx):
             return normalize(x[torch.as_tensor(idx)], ds.mean, ds.std)
-        jobs.append({"cid": cid, "model": args.model, "shape": ds.image_shape, "classes": ds.num_classes,
+        jobs.append({"cid": cid, "bf16": getattr(args, "floor_bf16", False),
+                     "model": args.model, "shape": ds.image_shape, "classes": ds.num_classes,
                      "num_models": args.num_models, "epochs": args.epochs, "batch": args.batch, "lr": args.lr,
                      "train_x": part(ds.train_x, s.train), "train_y": ds.train_y[torch.as_tensor(s.train)],
                      "val_x": part(ds.train_x, s.val), "val_y": ds.train_y[torch.as_tensor(s.val)],
@@ -112,13 +117,23 @@ def parser(multi: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--samples-per-client", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--participation", type=float, default=1.0)
+    p.add_argument("--floor-bf16", action="store_true",
+                   help="the floor's passes under bfloat16 autocast (needs native bf16), for a sim.bf16=true harness")
     return p
 
 
 if __name__ == "__main__":
     a = parser().parse_args()
+    if a.floor_bf16:
+        from fedfomo.config import ConfigError, check_bf16
+
+        try:
+            check_bf16(True)
+        except ConfigError as e:
+            raise SystemExit(f"error: --floor-bf16: {e}") from None
     if a.num_models > a.clients:
         raise SystemExit(f"error: --num-models={a.num_models} is larger than --clients={a.clients}; "
                          f"allowed: 1..{a.clients}")
     wall, busy, _ = floor_round(a)
-    print(f"floor round: {wall:.2f} s wall, {busy:.2f} s of client work, {a.workers} workers")
+    print(f"floor round ({'bf16 autocast' if a.floor_bf16 else 'fp32'}): {wall:.2f} s wall, {busy:.2f} s of client "
+          f"work, {a.workers} workers")

@@ -117,7 +117,7 @@ def check(args) -> None:
         for m in args.num_models:
             if args.method in FOMO and not 1 <= m <= n:
                 raise SystemExit(f"error: --num-models={m} is more than --clients={n} can offer; allowed: 1..{n}")
-    if any("sim.bf16=true" in s for s in args.set):
+    if args.floor_bf16 or any("sim.bf16=true" in s for s in args.set):
         from fedfomo.config import ConfigError, check_bf16
 
         try:
@@ -187,7 +187,8 @@ def main() -> None:
                    "workers": args.workers, "harness_round_s": round(harness, 3), "floor_round_s": round(floor, 3),
                    "ratio": round(harness / floor, 3),
                    "framework_ms_per_client": round(1000 * (harness - floor) / sampled, 1),
-                   "peak_used_gib": round(rss, 2), "extra": " ".join([args.label, *args.set]).strip()}
+                   "peak_used_gib": round(rss, 2), "extra": " ".join([args.label, *args.set,
+                                                 *(["floor bf16"] if args.floor_bf16 else [])]).strip()}
             rows.append(row)
             print(f"clients {clients} M {m}: harness {harness:.2f} s | floor {floor:.2f} s | ratio "
                   f"{harness / floor:.3f} | framework {row['framework_ms_per_client']} ms per sampled client | "
