@@ -31,7 +31,7 @@ def _client(job: dict) -> float:
     """One client's passes; returns its seconds."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(job.get("bf16")))
+    bf16 = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(job.get("bf16")), cache_enabled=False)
     make = lambda s: build_model(job["model"], job["shape"], job["classes"], s).to(memory_format=torch.channels_last)  # noqa: E731
     baseline, candidates = make(0), [make(k + 1) for k in range(job["num_models"])]
     losses = []

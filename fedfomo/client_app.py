@@ -141,9 +141,16 @@ def maybe_fail(cfg, cid: int, server_round: int, kind: str) -> None:
 
 
 def _precision(cfg) -> torch.autocast:
-    """bfloat16 autocast of every pass when ``sim.bf16`` (checked supported before the run), else a no-op."""
+    """bfloat16 autocast of every pass when ``sim.bf16`` (checked supported before the run), else a no-op.
+
+    The context spans a whole message (candidate passes, merge, training, test), in which the
+    parameters change in place; autocast's cache of the bf16 copies of the weights would keep
+    serving the copies made at their first use (training would never see its own updates), so
+    it is off: every forward casts the current weights.
+    """
     device = "cuda" if float(cfg.sim.gpus_per_client) > 0 and torch.cuda.is_available() else "cpu"
-    return torch.autocast(device, dtype=torch.bfloat16, enabled=bool(cfg.sim.get("bf16", False)))
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=bool(cfg.sim.get("bf16", False)),
+                          cache_enabled=False)
 
 
 @app.train()
