@@ -133,6 +133,10 @@ def paper_cell(s: dict) -> CellKey | None:
         variant = ", ".join(v for v in (variant, f"augment={s['augment']}") if v)
     # the authors' fixed client draw: never in a default run's cell
     variant = ", ".join(v for v in (variant, sampling_label(s)) if v)
+    if s.get("model", "cnn_authors") != "cnn_authors":  # the authors' code trains cnn_authors (our default)
+        variant = ", ".join(v for v in (variant, f"model={s['model']}") if v)
+    if s.get("bf16"):  # sim.bf16=true: bfloat16 autocast, not the default fp32
+        variant = ", ".join(v for v in (variant, "bf16") if v)
     if s.get("authors_options"):  # FedFomo with options of the authors' code: never in a default run's cell
         # num_subfederations = the latent partition's D is their setting at every D: one variant for all columns
         opts = [o for o in str(s["authors_options"]).split(", ")
@@ -162,12 +166,13 @@ def _latent_cell(s: dict, row: str, scale: str, variant: str) -> CellKey | None:
 def enrich(summary: dict, cfg: dict) -> dict:
     """Add to a summary what the table needs from the run's config.yaml.
 
-    ``cluster_by`` and ``off_paper`` (a learning rate other than the dataset's, or FedFomo's
+    ``cluster_by``, ``bf16`` (``sim.bf16``) and ``off_paper`` (a learning rate other than the dataset's, or FedFomo's
     ``val_ratio``/``epsilon`` off the paper's 0.2/0.3: the run is an ablation, not a table cell).
     """
     out = dict(summary)
     part = cfg.get("partition") or {}
     out.setdefault("cluster_by", part.get("cluster_by"))
+    out.setdefault("bf16", bool((cfg.get("sim") or {}).get("bf16", False)))
     lr, ds_lr = (cfg.get("optim") or {}).get("lr"), (cfg.get("dataset") or {}).get("lr")
     method = cfg.get("method") or {}
     off = (lr is not None and ds_lr is not None and float(lr) != float(ds_lr)) \

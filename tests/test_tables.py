@@ -109,6 +109,14 @@ def test_augmented_runs_get_cells_of_their_own():
     assert paper_cell(_s(augment="none")) == paper_cell(_s())
 
 
+def test_another_model_or_bf16_gets_cells_of_their_own():
+    assert paper_cell(_s(model="cnn_authors")) == paper_cell(_s())
+    assert paper_cell(_s(model="cnn_mcmahan")).variant == "model=cnn_mcmahan"
+    bf16 = enrich(_s(model="cnn_mcmahan"), {"sim": {"bf16": True}})
+    assert paper_cell(bf16).variant == "model=cnn_mcmahan, bf16"
+    assert paper_cell(enrich(_s(), {"sim": {"bf16": False}})) == paper_cell(_s())
+
+
 def test_authors_options_runs_of_every_d_share_one_variant():
     opts = "affinity_norm=abs_sum, extra_candidates=both, num_subfederations={}"
     d2 = paper_cell(_s(num_distributions=2, authors_options=opts.format(2)))
