@@ -20,6 +20,7 @@ import csv
 import datetime as dt
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,7 @@ def main() -> None:
     if proc.returncode != 0:
         raise SystemExit(f"error: the run failed ({out}): {(proc.stderr.read() if proc.stderr else '')[-300:]}")
     rows = per_round(samples, round_ends(out / "server.log"))
+    shutil.rmtree(out.parent, ignore_errors=True)  # the run's checkpoint is GBs; a failed run's folder is kept
     for r in rows:
         busy = ", ".join(f"{g} {r[g]:.2f}" for g in (*GROUPS, "other") if r[g] > 0.005)
         print(f"round {r['round']}: {r['wall_s']:.1f} s wall; CPU s: {busy}")

@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,7 @@ def harness_round(args, clients: int, num_models: int) -> tuple[float, float]:
     with (out / "rounds.csv").open() as f:
         wall = float(list(csv.DictReader(f))[-1]["wall_s"])
     summary = json.loads((out / "summary.json").read_text())
+    shutil.rmtree(out.parent, ignore_errors=True)  # the run's checkpoint is GBs; a failed run's folder is kept
     return wall + float(summary.get("server_checkpoint_s_mean") or 0.0), mem.peak_gib
 
 
