@@ -100,6 +100,16 @@ def floor_round(args: argparse.Namespace) -> tuple[float, float, int]:
     return wall, float(sum(times)), len(jobs)
 
 
+def require_bf16(enabled: bool) -> None:
+    """A bf16 setting on hardware without native bfloat16 ends the benchmark with one line."""
+    from fedfomo.config import ConfigError, check_bf16
+
+    try:
+        check_bf16(enabled)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
 def parser(multi: bool = False) -> argparse.ArgumentParser:
     """The floor's settings (those of the harness's defaults for the issue's benchmark).
 
@@ -124,13 +134,7 @@ def parser(multi: bool = False) -> argparse.ArgumentParser:
 
 if __name__ == "__main__":
     a = parser().parse_args()
-    if a.floor_bf16:
-        from fedfomo.config import ConfigError, check_bf16
-
-        try:
-            check_bf16(True)
-        except ConfigError as e:
-            raise SystemExit(f"error: --floor-bf16: {e}") from None
+    require_bf16(a.floor_bf16)
     if a.num_models > a.clients:
         raise SystemExit(f"error: --num-models={a.num_models} is larger than --clients={a.clients}; "
                          f"allowed: 1..{a.clients}")

@@ -30,7 +30,7 @@ import threading
 import time
 from pathlib import Path
 
-from floor import floor_round, parser
+from floor import floor_round, parser, require_bf16
 
 FIELDS = ("date", "host_cpu", "dataset", "model", "method", "clients", "participation", "sampled", "num_models",
           "epochs", "samples_per_client", "workers", "harness_round_s", "floor_round_s", "ratio",
@@ -119,13 +119,7 @@ def check(args) -> None:
         for m in args.num_models:
             if args.method in FOMO and not 1 <= m <= n:
                 raise SystemExit(f"error: --num-models={m} is more than --clients={n} can offer; allowed: 1..{n}")
-    if args.floor_bf16 or any("sim.bf16=true" in s for s in args.set):
-        from fedfomo.config import ConfigError, check_bf16
-
-        try:
-            check_bf16(True)
-        except ConfigError as e:
-            raise SystemExit(f"error: {e}") from None
+    require_bf16(args.floor_bf16 or any("sim.bf16=true" in s for s in args.set))
 
 
 def plot(clients_rows: list[dict], m_rows: list[dict], path: Path) -> None:
