@@ -81,6 +81,21 @@ def group(runs: list[dict], x_key: str, line_key: str | None) -> dict[object, di
     return out
 
 
+def _order(value: object) -> tuple[int, float, str]:
+    """Sort key: numbers in numeric order (M=3 before M=10), then anything else by its text."""
+    try:
+        return (0, float(value), "")  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def _seed_count(accs: list[list[float]]) -> str:
+    """``"1 seed"``, ``"3 seeds"`` or ``"1-3 seeds"``: the number of runs behind each point of a line."""
+    lo, hi = min(len(a) for a in accs), max(len(a) for a in accs)
+    n = str(lo) if lo == hi else f"{lo}-{hi}"
+    return f"{n} seed{'s' if hi > 1 else ''}"
+
+
 def plot_ablation(figure: str, folders: Sequence[str | Path], out: str | Path) -> Path:
     """Draw ``figure`` (``fig3`` or ``fig9``) from the runs below ``folders`` into ``out`` (PNG)."""
     import matplotlib
@@ -95,12 +110,12 @@ def plot_ablation(figure: str, folders: Sequence[str | Path], out: str | Path) -
     check_comparable(runs)
     groups = group(runs, x_key, line_key)
     fig, (ax_final, ax_curve) = plt.subplots(1, 2, figsize=(11, 4))
-    for line, by_x in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for line, by_x in sorted(groups.items(), key=lambda kv: _order(kv[0])):
         xs = sorted(by_x)
         accs = [[100 * float(r["summary"]["final_mean_acc"]) for r in by_x[x]] for x in xs]
         label = f"M={line}" if line_key else str(line)
         ax_final.errorbar(xs, [np.mean(a) for a in accs], yerr=[np.std(a) for a in accs], marker="o", capsize=3,
-                          label=f"{label} (seeds: {min(len(a) for a in accs)}-{max(len(a) for a in accs)})")
+                          label=f"{label} ({_seed_count(accs)} per point)")
         for x in xs:
             curves = [r["curve"] for r in by_x[x]]
             n = min(len(c) for c in curves)
