@@ -61,3 +61,12 @@ def test_a_run_whose_config_lacks_the_swept_key_is_skipped(tmp_path, capsys):
     g = group(load_runs([tmp_path]), "method.epsilon", "method.num_models")
     assert list(g) == [5] and [r["summary"]["final_mean_acc"] for r in g[5][0.3]] == [0.8]
     assert "does not record method.epsilon" in capsys.readouterr().err
+
+
+def test_line_order_is_numeric_and_seed_count_label():
+    from fedfomo.ablation import _order, _seed_count
+
+    assert sorted([10, 3, 5, None], key=_order) == [3, 5, 10, None]
+    assert _seed_count([[1.0]]) == "1 seed"
+    assert _seed_count([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]) == "3 seeds"
+    assert _seed_count([[1.0], [1.0, 2.0]]) == "1-2 seeds"
