@@ -31,6 +31,10 @@ FIGURES = {
 }
 
 
+# Where configs written before commit b90776e (2026-11-25) keep FedFomo's settings: under ``fomo``,
+# which the code of that time read them from (``cfg.fomo.epsilon`` in its ``simulation.py``).
+LEGACY_KEYS = {"method.epsilon": "fomo.epsilon", "method.num_models": "fomo.num_models"}
+
 # settings every run of one figure must share (the swept keys, the seed and the hardware may differ)
 SHARED = ("dataset", "partition", "num_distributions", "samples_per_client", "num_rounds", "local_epochs")
 
@@ -67,12 +71,20 @@ def hardware(summary: dict) -> str:
     return name if "GPU per client" in str(summary.get("hardware", "")) else "CPU"
 
 
+def setting(cfg, key: str) -> object:
+    """The value of ``key`` in a run's saved config, read from its pre-b90776e place (``LEGACY_KEYS``) if absent."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and key in LEGACY_KEYS:
+        value = OmegaConf.select(cfg, LEGACY_KEYS[key])
+    return value
+
+
 def group(runs: list[dict], x_key: str, line_key: str | None) -> dict[object, dict[float, list[dict]]]:
     """``{line value: {x value: [runs (one per seed)]}}``."""
     out: dict[object, dict[float, list[dict]]] = {}
     for r in runs:
-        line = OmegaConf.select(r["cfg"], line_key) if line_key else "FedFomo"
-        x = OmegaConf.select(r["cfg"], x_key)
+        line = setting(r["cfg"], line_key) if line_key else "FedFomo"
+        x = setting(r["cfg"], x_key)
         if x is None or line is None:  # config.yaml written before the key was saved in full: value unknown
             print(f"skipped {r['dir']}: its config.yaml does not record {x_key if x is None else line_key}",
                   file=sys.stderr)

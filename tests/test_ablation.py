@@ -63,6 +63,17 @@ def test_a_run_whose_config_lacks_the_swept_key_is_skipped(tmp_path, capsys):
     assert "does not record method.epsilon" in capsys.readouterr().err
 
 
+def test_a_config_of_the_old_layout_is_read_from_its_fomo_keys(tmp_path):
+    _run(tmp_path / "a", 0.3, 5, 1, 0.8)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.yaml").write_text("method:\n  name: fedfomo\nseed: 0\n"
+                                                  "fomo:\n  num_models: 5\n  epsilon: 0.3\n")
+    (tmp_path / "old" / "summary.json").write_text(json.dumps({"final_mean_acc": 0.6}))
+    (tmp_path / "old" / "rounds.csv").write_text("round,mean_acc\n1,0.1\n")
+    g = group(load_runs([tmp_path]), "method.epsilon", "method.num_models")
+    assert sorted(r["summary"]["final_mean_acc"] for r in g[5][0.3]) == [0.6, 0.8]
+
+
 def test_line_order_is_numeric_and_seed_count_label():
     from fedfomo.ablation import _order, _seed_count
 
