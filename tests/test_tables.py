@@ -97,6 +97,14 @@ def test_d10_label_clusters_is_the_papers_column_and_kmeans_d10_is_apart():
     assert header.index("D=2 ") < header.index("D=5 ") < header.index("D=10 (class labels)")
 
 
+def test_cifar100_d10_kmeans_is_the_papers_column():
+    c100 = {"dataset": "cifar100", "test_split": "CIFAR-100 held-out test"}
+    assert paper_cell(_s(num_distributions=10, cluster_by="kmeans", **c100)).column == 10
+    md = next(iter(render(build_tables([_s(num_distributions=10, cluster_by="kmeans", final_mean_acc=0.24,
+                                             **c100)])).values()))
+    assert "| D=10 (paper EMD 2.71) |" in md and "24.00 ± 0.00 (1) † / 44.29 ± 1.22" in md
+
+
 def test_marker_names_of_held_out_tables_are_plain():
     held_out = "CIFAR-100 held-out test (10000 train images, seed 0)"
     names = sorted(render(build_tables([_s(dataset="cifar100", test_split=held_out)])))
