@@ -263,7 +263,8 @@ def _column_label(table: str, col: object) -> str:
         return f"{col[0]} {col[1]} clients"
     if table in ("table2", "table5"):
         emd = (paper.TABLE2_EMD if table == "table2" else paper.TABLE5_EMD).get(col)
-        label = f"D={col}" + (" (class labels)" if col == 10 and table == "table2" else "")
+        ds = "cifar10" if table == "table2" else "cifar100"
+        label = f"D={col}" + (" (class labels)" if col == 10 and PAPER_D10_CLUSTER_BY[ds] == "label" else "")
         return label + (f" (paper EMD {emd:.2f})" if emd is not None else "")
     if table == "table3":
         return str(col)

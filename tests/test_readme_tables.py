@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from fedfomo.report import enriched, load_summaries, readme_results
@@ -19,4 +18,4 @@ def test_every_table_has_its_readme_block_and_the_block_is_current(monkeypatch):
     text, missing = write_into(readme, tables)
     assert not missing, f"README.md has no <!-- report:NAME --> block for: {', '.join(missing)}"
     assert text == readme, ("README.md tables differ from the committed results: run "
-                            "`python -m fedfomo.report --readme README.md`" + os.linesep)
+                            "`python -m fedfomo.report --readme README.md`")
