@@ -33,7 +33,7 @@ queue() {  # queue NAME TEMPLATE OVERRIDES...
   "$PY" -m fedfomo.queue ${DRY_RUN:+--dry-run} "$OUT/$name${TAG:+_$TAG}" "$template" "$@" "seed=$SEEDS" $SCALE
 }
 
-# One reduced scale per dataset, what this 2-core CPU can afford (README, "Reproducing the paper"):
+# One reduced scale per dataset, what this 2-core CPU can afford (README, "Running the experiments"):
 #   MNIST      full scale
 #   CIFAR-10   SCALE="samples_per_client=1000" TAG=spc1000
 #   CIFAR-100  SCALE="samples_per_client=1000" TAG=spc1000, always with the held-out test split
@@ -41,22 +41,22 @@ queue() {  # queue NAME TEMPLATE OVERRIDES...
 #              official test file is not available here; every such number is marked so.
 # name | paper | setting | reduced scale run here | CPU time of one run on the 2-core development CPU
 EXPERIMENTS=(
-  "table1_mnist|Table 1|MNIST pathological, 15 clients, 20 rounds, E=5: every method|full scale|13-18 min per run alone (FedFomo, FedAvg, Local; measured); 2-14 min at samples_per_client=500"
-  "table1_mnist_100|Table 1|MNIST pathological, 100 clients, 10% participation, 100 rounds: every method|full scale|~8 min (FedFomo, measured)"
-  "table1_cifar10|Table 1|CIFAR-10 pathological, 15 clients, 20 rounds: every method|samples_per_client=1000|~5 min reduced (measured); ~17 min full (estimated)"
+  "table1_mnist|Table 1|MNIST pathological, 15 clients, 20 rounds, E=5: every method|full scale|13-18 min per run alone (FedFomo, FedAvg, Local; measured; up to 70 beside other jobs); 2-14 min at samples_per_client=500"
+  "table1_mnist_100|Table 1|MNIST pathological, 100 clients, 10% participation, 100 rounds: every method|full scale|7-8 min per run (seed 0 of FedFomo, FedAvg, Local; measured); seeds 1, 2 took 15-57 min with twice the training seconds per round on the same data, i.e. on a shared CPU"
+  "table1_cifar10|Table 1|CIFAR-10 pathological, 15 clients, 20 rounds: every method|samples_per_client=1000|4.3-17.2 min reduced (measured; the upper end beside other jobs); full scale not run (the full-scale latent D=3 runs took 18.4-27.6 min)"
   "table1_cifar10_100|Table 1|CIFAR-10 pathological, 100 clients, 10% participation, 100 rounds: every method|samples_per_client=300|6-11 min per run reduced (FedFomo, FedAvg, Local; measured)"
   "methods_mnist|Table 1|MNIST pathological, 15 clients: \$METHODS (default every method)|samples_per_client=500|2-14 min per method (measured)"
-  "table2_cifar10_latent_d2|Table 2|CIFAR-10 latent D=2 (VGG-11 clusters), 15 clients: fedfomo, fedavg, local|samples_per_client=1000|7-8 min (measured, beside other jobs)"
-  "table2_cifar10_latent_d3|Table 2|CIFAR-10 latent D=3: fedfomo, fedavg, local|samples_per_client=1000|7-10 min (measured, beside other jobs); full scale ~3.3x that (estimated)"
-  "table2_cifar10_latent_d4|Table 2|CIFAR-10 latent D=4: fedfomo, fedavg, local|samples_per_client=1000|6-8 min (measured)"
-  "table2_cifar10_latent|Table 2|CIFAR-10 latent D=5: every method|samples_per_client=1000|~5 min (FedFomo, measured)"
-  "table2_cifar10_latent_d10|Table 2|CIFAR-10 latent D=10 (class-label distributions, the authors'): fedfomo, fedavg, local|samples_per_client=1000|5-7 min (measured)"
-  "table3_cifar10_shuffled|Table 3|CIFAR-10 out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|~5 min (measured)"
-  "table3_cifar100_shuffled|Table 3|CIFAR-100 (held-out test) out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|10-13 min (measured, beside other jobs)"
-  "table4_cifar10_latent_dp|Table 4|CIFAR-10 latent D=5, no DP and DP-SGD sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|~5 min no DP, ~15 min DP (measured)"
+  "table2_cifar10_latent_d2|Table 2|CIFAR-10 latent D=2 (VGG-11 clusters), 15 clients: fedfomo, fedavg, local|samples_per_client=1000|6.8-8.7 min (measured)"
+  "table2_cifar10_latent_d3|Table 2|CIFAR-10 latent D=3: fedfomo, fedavg, local|samples_per_client=1000|7.1-9.7 min (measured); full scale 18.4 (FedAvg) and 27.6 (FedFomo) min (measured)"
+  "table2_cifar10_latent_d4|Table 2|CIFAR-10 latent D=4: fedfomo, fedavg, local|samples_per_client=1000|5.7-8.7 min (measured)"
+  "table2_cifar10_latent|Table 2|CIFAR-10 latent D=5: every method|samples_per_client=1000|4.4-10.5 min per run for every method but pFedMe, which takes 25-32 min (measured; FedFomo 5.6-8.3)"
+  "table2_cifar10_latent_d10|Table 2|CIFAR-10 latent D=10 (class-label distributions, the authors'): fedfomo, fedavg, local|samples_per_client=1000|5.1-7.9 min (measured)"
+  "table3_cifar10_shuffled|Table 3|CIFAR-10 out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|5.2-8.6 min (measured; Local seed 2 15.5 beside other jobs)"
+  "table3_cifar100_shuffled|Table 3|CIFAR-100 (held-out test) out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|9.9-23.3 min (measured; the upper end beside other jobs)"
+  "table4_cifar10_latent_dp|Table 4|CIFAR-10 latent D=5, no DP and DP-SGD sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|no DP: the Table 2 D=5 runs; FedFomo DP 9.6-10.4 min alone, 15-16 beside other jobs; FedAvg DP 29-44 min with an older, slower commit (measured)"
   "table4_cifar100_latent_dp|Table 4|CIFAR-100 (held-out test) latent D=5, no DP and sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|7.6-15.3 min no DP (the Table 5 D=5 runs); FedFomo DP 12.4-13.3 min alone (measured); FedAvg DP ~40 min (estimated from CIFAR-10)"
   "table5_cifar100_latent|Table 5|CIFAR-100 (held-out test) latent, D = 2, 3, 4, 5, 10: fedfomo, fedavg, local|samples_per_client=1000|6.3-6.4 min per FedFomo run at D=2, 3, 4, 10 alone; 7.6-15.3 min at D=5 (measured)"
-  "table6_cifar10_latent_ma_dp|Table 6|CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|~5 / ~15 min (measured)"
+  "table6_cifar10_latent_ma_dp|Table 6|CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|no DP 5.9-6.4 min (the Table 2 D=5 runs); DP 13.1-13.5 min alone, up to 43 beside other jobs (measured)"
   "table6_cifar100_latent_ma_dp|Table 6|CIFAR-100 (held-out test) latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|7.6 min without DP, 13.5-14.3 min with DP, alone (measured)"
   "fig3_cifar10_eps_m|Fig. 3|CIFAR-10 latent D=5, FedFomo: epsilon 0, 0.3, 0.6, 0.9 x M 3, 5, 10|samples_per_client=1000|5-8 min per setting (the D=5 FedFomo run, measured); 4 min on an H200 machine running 8 at once"
   "fig9_cifar10_val_split|Fig. 9|CIFAR-10 latent D=5, FedFomo: val_ratio 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9|samples_per_client=1000|5-8 min per setting (the D=5 FedFomo run, measured); 2-5 min on an H200 machine running 8 at once"

@@ -93,12 +93,17 @@ def scale_of(s: dict, samples_format: str = "samples_per_client={}") -> str:
     return ", ".join(notes) if notes else "full scale"
 
 
+def _row_order(row: str) -> tuple[int, str]:
+    """Sort key of a table row: ``METHOD_ORDER`` first, then any other method by name."""
+    return (METHOD_ORDER.index(row), "") if row in METHOD_ORDER else (len(METHOD_ORDER), row)
+
+
 def _row(s: dict) -> str | None:
     method = s.get("method")
     if method == "fedfomo":
         m = s.get("num_models")
         return {None: "fedfomo", 5: "fedfomo", 10: "fedfomo_m10"}.get(m)
-    return method if method in METHOD_ORDER else None
+    return method or None
 
 
 def _dp_sigma(s: dict) -> float | None:
@@ -294,7 +299,7 @@ def render(cells: dict[CellKey, Cell]) -> dict[str, str]:
     out = {}
     for (table, scale, variant), group in sorted(groups.items(), key=lambda kv: kv[0]):
         cols = sorted({c.key.column for c in group}, key=_column_order)
-        rows = [m for m in METHOD_ORDER if any(c.key.row == m for c in group)]
+        rows = sorted({c.key.row for c in group}, key=_row_order)
         by = {(c.key.row, c.key.column): c for c in group}
         head = f"**{TITLES[table]}** ({scale}{', ' + variant if variant else ''}): ours = mean ± std over seeds " \
                f"(number of seeds) / paper = mean ± std over its three runs; {MARK} = ours outside the paper's spread."
@@ -310,7 +315,7 @@ def render(cells: dict[CellKey, Cell]) -> dict[str, str]:
                     ours += f", eps {np.mean(cell.eps):.2f}"
                 theirs = _fmt(acc) + (f", eps {_fmt(eps)}" if eps else "")
                 texts.append(f"{ours} / {theirs}")
-            lines.append(f"| {NAMES[r]} | " + " | ".join(texts) + " |")
+            lines.append(f"| {NAMES.get(r, r)} | " + " | ".join(texts) + " |")
         lines.append("")
         lines.append(_footer(table, cols, group))
         name = re.sub(r"[^A-Za-z0-9_-]", "",

@@ -143,3 +143,11 @@ def test_hardware_name_is_the_gpu_or_the_cpu_and_its_cores():
     cpu = "AMD EPYC, 2 cores, 1 torch thread(s) per client, torch 2.14.1, CPU"
     assert hardware_name({"hardware": cpu}) == "AMD EPYC, 2 cores"
     assert hardware_name({}) == ""
+
+
+def test_a_method_unknown_to_the_tables_gets_a_row_after_the_known_ones():
+    md = render(build_tables([_s(method="my_method", final_mean_acc=0.5), _s(method="local", final_mean_acc=0.7),
+                              _s()]))["table2_samples_per_client1000"]
+    rows = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows == ["| method", "| Local Training", "| FedFomo (M=5)", "| my_method"]
+    assert "| my_method | 50.00 ± 0.00 (1) / - |" in md
