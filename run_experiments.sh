@@ -58,7 +58,7 @@ EXPERIMENTS=(
   "table5_cifar100_latent|Table 5|CIFAR-100 (held-out test) latent, D = 2, 3, 4, 5, 10: fedfomo, fedavg, local|samples_per_client=1000|4.7-6.5 min per run at D=2, 3, 4, 10 alone (FedFomo, Local, FedAvg); 7.6-15.3 min at D=5; full scale D=5: FedFomo 18.4, Local 15.3 min alone (measured)"
   "table6_cifar10_latent_ma_dp|Table 6|CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|no DP 5.9-6.4 min (the Table 2 D=5 runs); DP 13.1-13.5 min alone, up to 43 beside other jobs (measured)"
   "table6_cifar100_latent_ma_dp|Table 6|CIFAR-100 (held-out test) latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|6.1-7.6 min without DP, 11.5-14.3 min with DP, alone (measured)"
-  "fig3_cifar10_eps_m|Fig. 3|CIFAR-10 latent D=5, FedFomo: epsilon 0, 0.3, 0.6, 0.9 x M 3, 5, 10|samples_per_client=1000|5-8 min per setting (the D=5 FedFomo run, measured); 4 min on an H200 machine running 8 at once"
+  "fig3_cifar10_eps_m|Fig. 3|CIFAR-10 latent D=5, FedFomo: epsilon 0, 0.3, 0.6, 0.9 x M 3, 5, 10|samples_per_client=1000|5-8 min per setting (the D=5 FedFomo run, measured); 10.8-12.5 min on a slower, AVX2-only 2-core CPU (measured); 4 min on an H200 machine running 8 at once"
   "fig9_cifar10_val_split|Fig. 9|CIFAR-10 latent D=5, FedFomo: val_ratio 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9|samples_per_client=1000|5-8 min per setting (the D=5 FedFomo run, measured); 2-5 min on an H200 machine running 8 at once"
 )
 
