@@ -1,4 +1,4 @@
-"""Shared fixtures: locating (or restoring) the real datasets."""
+"""Shared fixtures: locating (or restoring) the real datasets; the ServerApp identity outside Flower."""
 
 from __future__ import annotations
 
@@ -38,3 +38,11 @@ def data_root() -> Path:
     subprocess.run([sys.executable, str(restore), str(CACHE)], check=True, capture_output=True)
     assert _complete(CACHE), f"restoring {SHARED_DATA} into {CACHE} did not produce {NEEDED}"
     return CACHE
+
+
+@pytest.fixture
+def server_identity() -> None:
+    """Messages are stamped with the run and node of the ServerApp process; fake both outside Flower."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1

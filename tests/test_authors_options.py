@@ -7,18 +7,18 @@ here are ``method.warmup_epochs``, ``method.affinity_norm`` and ``method.extra_c
 
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import Context, RecordDict
+from flwr.app import RecordDict
 
 from fedfomo import fomo
 from fedfomo.messages import Upload, decode_ids, encode_floats, encode_ids, split_models, unpack_request
 from fedfomo.methods.fedfomo import FedFomoClient, FedFomoStrategy
 from fedfomo.results import RunRecorder
+from tests.inprocess import InProcessGrid, client_rows, run_in_process
 from tests.test_methods import _cfg, _data, _init, _settings
 
 
@@ -133,14 +133,6 @@ def test_strategy_sends_the_averages_after_the_chosen_models(tmp_path):
 
 
 # -- 1. round 0: every client trains warmup_epochs and uploads, no candidates ------------------
-@pytest.fixture
-def server_identity():
-    """Messages are stamped with the run and node of the ServerApp process; fake both outside Flower."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
-
-
 def test_warmup_round_takes_every_client_then_sampling_resumes(tmp_path, server_identity):
     st = _strategy(tmp_path, n=4, participation=0.5, warmup_epochs=2)
     assert st.warmup_round and not _strategy(tmp_path).warmup_round
@@ -265,59 +257,16 @@ def test_authors_fc2_hook_sees_the_relu_output_as_our_embedding():
 
 
 # -- the options through the real round loop and ClientApp, in this process ------------------------
-class InProcessGrid:
-    """A Flower ``Grid`` stand-in that answers each message at once by calling the ClientApp's handlers here."""
-
-    def __init__(self, run_config: dict, num_clients: int) -> None:
-        self.contexts = {100 + i: Context(run_id=1, node_id=100 + i, state=RecordDict(), run_config=run_config,
-                                          node_config={"partition-id": i, "num-partitions": num_clients})
-                         for i in range(num_clients)}
-        self.replies: dict[str, object] = {}
-        self.count = 0
-
-    def get_node_ids(self):
-        return sorted(self.contexts)
-
-    def push_messages(self, messages):
-        from fedfomo import client_app
-
-        handlers = {"query": client_app.query, "train": client_app.train, "evaluate": client_app.evaluate}
-        ids = []
-        for msg in messages:
-            mid = f"m{self.count}"
-            self.count += 1
-            msg.metadata.__dict__["_message_id"] = mid
-            self.replies[mid] = handlers[msg.metadata.message_type](msg, self.contexts[msg.metadata.dst_node_id])
-            ids.append(mid)
-        return ids
-
-    def pull_messages(self, ids):
-        return [self.replies.pop(i) for i in list(ids) if i in self.replies]
-
-    def send_and_receive(self, messages, timeout=None):
-        return self.pull_messages(self.push_messages(messages))
-
-
 AUTHORS = ("method.warmup_epochs=1 method.affinity_norm=abs_sum method.extra_candidates=both "
            "method.num_subfederations=2")
 
 
 def _run_in_process(out, data_root, overrides: str, grid_type=InProcessGrid) -> tuple:
-    from fedfomo.experiment import build_experiment
-    from fedfomo.runconfig import experiment_config
-    from fedfomo.server import run_federation
-
     run_config = {"dataset": "mnist", "method": "fedfomo", "num-clients": 4, "num-server-rounds": 2,
                   "participation": 0.5, "local-epochs": 1, "samples-per-client": 60, "data-root": str(data_root),
-                  "overrides": f"method.num_models=2 optim.lr=0.05 {overrides}", "run-dir": str(out)}
-    exp = build_experiment(experiment_config(run_config))
-    summary = run_federation(grid_type(run_config, 4), exp, out)
-    return summary, _client_rows(out)
-
-
-def _client_rows(out) -> list[dict]:
-    with (out / "clients.csv").open() as f:
-        return list(csv.DictReader(f))
+                  "overrides": f"method.num_models=2 optim.lr=0.05 {overrides}"}
+    summary = run_in_process(out, run_config, 4, grid_type)
+    return summary, client_rows(out)
 
 
 @pytest.fixture(scope="module")
@@ -376,7 +325,7 @@ def test_a_run_killed_after_round_0_resumes_to_the_same_results(authors_run, tmp
     out = tmp_path / "killed"
     with pytest.raises(RuntimeError, match="killed in round 1"):
         _run_in_process(out, data_root, AUTHORS, grid_type=_DiesInRound1)
-    round0 = _client_rows(out)
+    round0 = client_rows(out)
     assert {int(r["round"]) for r in round0} == {0}
     write_status(out, attempt=2)  # what resume=RUN_DIR does before the run starts again
     summary, rows = _run_in_process(out, data_root, AUTHORS)  # new nodes: client state comes from the files

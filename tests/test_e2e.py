@@ -1,4 +1,4 @@
-"""End to end through Flower on a small subset of real MNIST: result files, methods, determinism."""
+"""End to end through Flower on a small subset of real MNIST: result files, methods, determinism, sampling."""
 
 from __future__ import annotations
 
@@ -89,8 +89,14 @@ def test_reference_methods_run(tmp_path, data_root, method):
         assert s["final_mean_acc"] > 0.55
 
 
-def test_partial_participation_fedfomo(tmp_path, data_root):
-    s = _run(tmp_path / "pp", data_root, "method=fedfomo", "method.num_models=3", "participation=0.5", "num_rounds=4")
+def test_partial_participation_fedfomo(tmp_path, data_root, server_identity):
+    """The sampling is the server's: this one runs the round loop in this process (tests/inprocess.py)."""
+    from tests.inprocess import run_in_process
+
+    s = run_in_process(tmp_path / "pp", {"dataset": "mnist", "num-clients": 6, "num-server-rounds": 4,
+                                         "local-epochs": 2, "samples-per-client": 200, "participation": 0.5,
+                                         "data-root": str(data_root), "overrides": "optim.lr=0.05 method.num_models=3"},
+                       6)
     rows = _rounds(tmp_path / "pp")
     assert [int(r["num_clients"]) for r in rows] == [3, 3, 3, 3]
     assert len(s["per_client_final_acc"]) == 6  # the final evaluation covers every client

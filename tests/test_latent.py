@@ -511,23 +511,20 @@ def test_pixels_latent_split_on_mnist_subset(data_root, tmp_path):
     assert partition_emd(ds.train_y.numpy(), splits, 10) > 0.3
 
 
-@pytest.mark.e2e
 @pytest.mark.realdata
-def test_latent_shuffled_run_end_to_end_and_figures(data_root, tmp_path):
+def test_latent_shuffled_run_end_to_end_and_figures(data_root, tmp_path, server_identity):
     import subprocess
     import sys
 
+    from tests.inprocess import run_in_process
+
     repo = Path(CONF).parent
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedfomo.main", "dataset=mnist", "partition=latent", "partition.embedder=pixels",
-         "partition.pca_dim=16", "partition.num_distributions=3", "partition.shuffle_targets=true",
-         f"partition.cache_dir={tmp_path / 'cache'}", "num_clients=6", "num_rounds=2", "local_epochs=1",
-         "samples_per_client=200", "method.num_models=3", "sim.progress=false", f"dataset.root={data_root}",
-         f"hydra.run.dir={out}"],
-        capture_output=True, text=True, timeout=600, cwd=repo,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_in_process(out, {"dataset": "mnist", "num-clients": 6, "num-server-rounds": 2, "local-epochs": 1,
+                         "samples-per-client": 200, "data-root": str(data_root),
+                         "overrides": "partition=latent partition.embedder=pixels partition.pca_dim=16 "
+                                      "partition.num_distributions=3 partition.shuffle_targets=true "
+                                      f"partition.cache_dir={tmp_path / 'cache'} method.num_models=3"}, 6)
     summary = json.loads((out / "summary.json").read_text())
     part = json.loads((out / "partition.json").read_text())
     assert summary["partition"] == "latent" and summary["emd"] == pytest.approx(part["emd"]) and summary["emd"] > 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ from fedfomo.partition import ClientSplit, with_shared_train
 from fedfomo.results import RunRecorder
 from fedfomo.strategy import PersonalizedStrategy, weighted_average
 from fedfomo.training import round_lr
+from tests.inprocess import run_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = str(REPO / "conf")
@@ -450,26 +452,19 @@ def test_pfedme_last_theta_is_kept_and_evaluated_next_round():
     assert list(state.keys()) == [PFedMeClient.STATE_KEY]
 
 
-# -- end to end through Flower --------------------------------------------------------------------------
-SMALL = ["dataset=mnist", "num_clients=4", "num_rounds=2", "local_epochs=1", "samples_per_client=100",
-         "optim.lr=0.05", "sim.progress=false"]
-
-
-@pytest.mark.e2e
+# -- end to end: the real round loop and ClientApp, messages serialised as by Flower ------------------
+# (tests/inprocess.py; fedavg, local and fedfomo also run through `flwr run` in tests/test_e2e.py)
 @pytest.mark.realdata
 @pytest.mark.parametrize("method", NEW_METHODS)
-def test_method_runs_end_to_end(tmp_path, data_root, method):
+def test_method_runs_end_to_end(tmp_path, data_root, method, server_identity, caplog):
+    run_config = {"dataset": "mnist", "method": method, "num-clients": 4, "num-server-rounds": 2, "local-epochs": 1,
+                  "samples-per-client": 100, "data-root": str(data_root), "overrides": "optim.lr=0.05"}
     out = tmp_path / method
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedfomo.main", *SMALL, f"method={method}", f"dataset.root={data_root}",
-         f"hydra.run.dir={out}"],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    s = json.loads((out / "summary.json").read_text())
+    with caplog.at_level(logging.INFO, logger="fedfomo"):
+        s = run_in_process(out, run_config, 4)
     assert s["method"] == method and s["rounds_completed"] == 2
     assert len(s["per_client_final_acc"]) == 4 and all(0.0 <= a <= 1.0 for a in s["per_client_final_acc"])
-    assert f"name: {method}" in (out / "config.yaml").read_text()
+    assert json.loads((out / "status.json").read_text())["status"] == "completed"
     rows = (out / "rounds.csv").read_text().splitlines()
     assert len(rows) == 3
     upload_mb = float(rows[-1].split(",")[rows[0].split(",").index("upload_mb")])
@@ -483,7 +478,7 @@ def test_method_runs_end_to_end(tmp_path, data_root, method):
     else:
         assert upload_mb == pytest.approx(full)
     if method == "fedavg_data":  # 5% of the 4 x 80 training images: 16 shared images each
-        assert "shared data: 16 training images" in (out / "server.log").read_text()
+        assert "shared data: 16 training images" in caplog.text
 
 
 def test_cli_names_the_new_key_of_a_moved_setting(tmp_path):

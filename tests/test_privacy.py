@@ -84,22 +84,17 @@ def test_dp_defaults_validate():
     validate_config(_cfg("dp.enabled=true", "method=fedavg", "dp.noise_multiplier=2"))
 
 
-@pytest.mark.e2e
 @pytest.mark.realdata
-def test_dp_run_records_epsilon_per_round_and_the_federation_max(tmp_path, data_root):
+def test_dp_run_records_epsilon_per_round_and_the_federation_max(tmp_path, data_root, server_identity):
     import csv
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
+
+    from tests.inprocess import run_in_process
 
     out = tmp_path / "dp"
-    proc = subprocess.run(
-        [sys.executable, "-m", "fedfomo.main", "dataset=mnist", "num_clients=3", "num_rounds=2", "local_epochs=1",
-         "samples_per_client=100", "method.num_models=2", "dp.enabled=true", "dp.noise_multiplier=1.0",
-         "sim.progress=false", f"dataset.root={data_root}", f"hydra.run.dir={out}"],
-        capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_in_process(out, {"dataset": "mnist", "num-clients": 3, "num-server-rounds": 2, "local-epochs": 1,
+                         "samples-per-client": 100, "data-root": str(data_root),
+                         "overrides": "method.num_models=2 dp.enabled=true dp.noise_multiplier=1.0"}, 3)
     rows = list(csv.DictReader((out / "clients.csv").open()))
     eps = {(int(r["round"]), int(r["cid"])): float(r["dp_epsilon"]) for r in rows}
     assert all(eps[(1, c)] > 0 and eps[(2, c)] > eps[(1, c)] for c in range(3))

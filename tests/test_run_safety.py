@@ -19,6 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from fedfomo import checkpoint
 from fedfomo.launch import processes_with_env
 from fedfomo.runs import RunFolderError, atomic_write_text, claim, read_status, write_status
+from tests.inprocess import run_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ["dataset=mnist", "num_clients=4", "local_epochs=1", "samples_per_client=150", "sim.progress=false",
@@ -377,17 +378,14 @@ def test_signal_marks_interrupted_prints_resume_and_leaves_no_process(data_root,
     assert processes_with_env("FLWR_HOME", home) == []
 
 
-@pytest.mark.e2e
 @pytest.mark.realdata
 @pytest.mark.parametrize("method", ["fedfomo", "local"])
-def test_divergence_is_data_not_a_crash(data_root, tmp_path, method):
+def test_divergence_is_data_not_a_crash(data_root, tmp_path, method, server_identity):
     out = tmp_path / method
-    extra = ["method.num_models=3"] if method == "fedfomo" else []
-    proc = _main("dataset=mnist", "num_clients=4", "local_epochs=1", "samples_per_client=150", "sim.progress=false",
-                 "num_rounds=3", "optim.lr=5", f"method={method}", *extra, f"dataset.root={data_root}",
-                 f"hydra.run.dir={out}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
+    extra = " method.num_models=3" if method == "fedfomo" else ""
+    summary = run_in_process(out, {"dataset": "mnist", "method": method, "num-clients": 4, "local-epochs": 1,
+                                   "samples-per-client": 150, "num-server-rounds": 3, "data-root": str(data_root),
+                                   "overrides": "optim.lr=5" + extra}, 4)
     rows = list(csv.DictReader((out / "clients.csv").open()))
     assert summary["rounds_completed"] == 3 and all(a is not None for a in summary["per_client_final_acc"])
     assert summary["diverged_uploads"] == sum(r["diverged"] == "1" for r in rows)

@@ -74,14 +74,6 @@ def test_fedfomo_affinity_saved_each_round(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "affinity" / "round_001.npy"), np.eye(4))
 
 
-@pytest.fixture
-def server_identity():
-    """Messages are stamped with the run and node of the ServerApp process; fake both outside Flower."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
-
-
 def test_train_messages_go_to_the_node_serving_each_partition(tmp_path, server_identity):
     st = _strategy(tmp_path)
     st.nodes = {0: 900, 1: 901, 2: 902, 3: 903}
