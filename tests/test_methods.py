@@ -465,6 +465,7 @@ def test_method_runs_end_to_end(tmp_path, data_root, method, server_identity, ca
     assert s["method"] == method and s["rounds_completed"] == 2
     assert len(s["per_client_final_acc"]) == 4 and all(0.0 <= a <= 1.0 for a in s["per_client_final_acc"])
     assert json.loads((out / "status.json").read_text())["status"] == "completed"
+    assert f"name: {method}" in (out / "config.yaml").read_text()
     rows = (out / "rounds.csv").read_text().splitlines()
     assert len(rows) == 3
     upload_mb = float(rows[-1].split(",")[rows[0].split(",").index("upload_mb")])
