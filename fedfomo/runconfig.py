@@ -257,7 +257,7 @@ def _flat(cfg: DictConfig) -> dict[str, object]:
 ADDED_SETTINGS: dict[str, object] = {
     "sim.bf16": False, "sim.max_in_flight": None, "sim.shared_store": "auto", "sim.fsync": "auto",
     "method.warmup_epochs": 0, "method.affinity_norm": "none", "method.extra_candidates": "none",
-    "method.num_subfederations": None,
+    "method.num_subfederations": None, "method.candidate_pool": "stored",
     "dataset.test_split": "official", "dataset.holdout_size": 10000, "dataset.holdout_seed": 0,
     "dataset.augment": "none",
 }

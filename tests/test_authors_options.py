@@ -1,8 +1,8 @@
 """The authors' code (NVlabs/FedFomo) as options: hand-computed values, validation, and a run in this process.
 
 EXTENDED_README.md, "Differences from the authors' code", lists each difference; the options
-here are ``method.warmup_epochs``, ``method.affinity_norm`` and ``method.extra_candidates`` (with
-``method.num_subfederations``). Their defaults must change nothing.
+here are ``method.warmup_epochs``, ``method.affinity_norm``, ``method.extra_candidates`` (with
+``method.num_subfederations``) and ``method.candidate_pool``. Their defaults must change nothing.
 """
 
 from __future__ import annotations
@@ -167,6 +167,52 @@ def test_client_warmup_trains_warmup_epochs_at_round_1_lr(monkeypatch):
     assert calls[1] == (1, pytest.approx(0.05 * 0.99**2))
 
 
+# -- the pool of the M-1 others: every stored upload, or the latest round's uploaders (authors) ----
+def _store(st, rounds):
+    """Give ``st`` a stored upload of each client in ``rounds`` ({cid: round}), client c's model all c."""
+    for c, r in sorted(rounds.items()):
+        st.aggregate(r, {c: _up(c, [np.full(2, float(c)), np.full(1, float(c))])})
+
+
+def test_last_round_pool_is_the_latest_uploaders_and_the_own_model(tmp_path):
+    st = _strategy(tmp_path, n=6, m=6, participation=0.5, candidate_pool="last_round")
+    _store(st, {0: 1, 1: 3, 2: 3, 3: 2, 4: 3})  # client 5 never uploaded
+    assert st.pool(0) == [0, 1, 2, 4]  # 1, 2, 4 uploaded in round 3; its own (round 1) stays
+    assert st.pool(3) == [1, 2, 3, 4] and st.pool(5) == [1, 2, 4]
+    # with M = N the download is all of the pool, own first: the stale uploads of 0 and 3 are left out
+    assert sorted(decode_ids(st.download(5, 4)[1]["candidate_ids"])) == [1, 2, 4]
+    ids = decode_ids(st.download(3, 4)[1]["candidate_ids"])
+    assert ids[0] == 3 and sorted(ids) == [1, 2, 3, 4]
+    # default: every stored upload
+    plain = _strategy(tmp_path, n=6, m=6, participation=0.5)
+    _store(plain, {0: 1, 1: 3, 2: 3, 3: 2, 4: 3})
+    assert plain.pool(5) == [0, 1, 2, 3, 4]
+    assert sorted(decode_ids(plain.download(5, 4)[1]["candidate_ids"])) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match=r"method\.candidate_pool='x' is not supported; allowed: stored, last_round"):
+        _strategy(tmp_path, candidate_pool="x")
+
+
+def test_last_round_pool_after_warmup_keeps_round_0s_sample(tmp_path):
+    from fedfomo.strategy import sample_clients
+
+    for sampling in ("fixed", "fresh"):
+        st = _strategy(tmp_path, n=10, m=10, participation=0.3, warmup_epochs=1, candidate_pool="last_round",
+                       sampling=sampling)
+        _store(st, dict.fromkeys(range(10), 0))  # round 0: every client uploads
+        kept = sample_clients(10, 0.3, 0, 0, sampling)
+        assert len(kept) == 3
+        for c in range(10):
+            assert st.pool(c) == sorted(set(kept) | {c})
+        if sampling == "fixed":  # the authors: the kept round-0 uploads are the clients of every round
+            assert kept == sample_clients(10, 0.3, 1, 0, "fixed")
+        _store(st, {c: 1 for c in sample_clients(10, 0.3, 1, 0, sampling)})  # after round 1: its uploaders
+        assert st.pool(9) == sorted(set(sample_clients(10, 0.3, 1, 0, sampling)) | {9})
+    # full participation: the same as the default
+    full = _strategy(tmp_path, n=4, m=4, warmup_epochs=1, candidate_pool="last_round")
+    _store(full, dict.fromkeys(range(4), 0))
+    assert all(full.pool(c) == [0, 1, 2, 3] for c in range(4))
+
+
 # -- validation: one line naming the key and the allowed values --------------------------------
 @pytest.mark.parametrize(
     ("overrides", "says"),
@@ -181,6 +227,7 @@ def test_client_warmup_trains_warmup_epochs_at_round_1_lr(monkeypatch):
          "allowed: an integer 1..15, or partition=latent"),
         (["method.extra_candidates=both", "method.num_subfederations=16"],
          "method.num_subfederations=16 is out of range; allowed: 1..15"),
+        (["method.candidate_pool=all"], "method.candidate_pool='all' is not supported; allowed: stored, last_round"),
     ],
 )
 def test_bad_settings_are_one_line(overrides, says):
@@ -200,7 +247,8 @@ def test_defaults_change_nothing_and_options_reach_strategy_and_summary():
     cfg = _cfg("method=fedfomo")
     assert fedfomo.strategy_options(cfg) == {"num_models": 5, "epsilon": 0.3, "epsilon_decay": 0.05,
                                              "warmup_epochs": 0, "affinity_norm": "none",
-                                             "extra_candidates": "none", "num_subfederations": 1}
+                                             "extra_candidates": "none", "num_subfederations": 1,
+                                             "candidate_pool": "stored"}
     assert fedfomo.facts(cfg) == {"num_models": 5}  # a default run's summary.json is as before
     cfg = _cfg("method=fedfomo", "partition=latent", "partition.num_distributions=3", "method.warmup_epochs=1",
                "method.affinity_norm=abs_sum", "method.extra_candidates=both")
@@ -230,7 +278,7 @@ def test_a_config_saved_before_the_options_means_their_defaults():
 
     cfg = _cfg("method=fedfomo")
     OmegaConf.set_struct(cfg, False)
-    for key in ("warmup_epochs", "affinity_norm", "extra_candidates", "num_subfederations"):
+    for key in ("warmup_epochs", "affinity_norm", "extra_candidates", "num_subfederations", "candidate_pool"):
         del cfg.method[key]
     methods.get("fedfomo").validate(cfg)
     assert methods.get("fedfomo").strategy_options(cfg) == methods.get("fedfomo").strategy_options(
@@ -258,7 +306,7 @@ def test_authors_fc2_hook_sees_the_relu_output_as_our_embedding():
 
 # -- the options through the real round loop and ClientApp, in this process ------------------------
 AUTHORS = ("method.warmup_epochs=1 method.affinity_norm=abs_sum method.extra_candidates=both "
-           "method.num_subfederations=2")
+           "method.num_subfederations=2 method.candidate_pool=last_round")
 
 
 def _run_in_process(out, data_root, overrides: str, grid_type=InProcessGrid) -> tuple:
@@ -292,6 +340,13 @@ def test_round_0_and_the_options_through_the_round_loop(authors_run, tmp_path, d
         ids = decode_ids(r["candidate_ids"])
         assert ids[0] == int(r["cid"]) and ids[1] >= 0 and ids[-1] == fomo.GLOBAL_ID
         assert 1 <= len(ids[2:-1]) <= 2 and all(i in (-2, -3) for i in ids[2:-1])
+    # the other model comes from the latest round's uploaders: round 0's sample, then round 1's clients
+    from fedfomo.strategy import sample_clients
+
+    kept = sample_clients(4, 0.5, 0, summary["seed"], "fresh")
+    assert all(decode_ids(r["candidate_ids"])[1] in set(kept) - {int(r["cid"])} for r in by_round[1])
+    uploaders = {int(r["cid"]) for r in by_round[1]}
+    assert all(decode_ids(r["candidate_ids"])[1] in uploaders - {int(r["cid"])} for r in by_round[2])
     np.testing.assert_array_equal(np.load(out / "affinity" / "round_000.npy"), np.eye(4))
     p1 = np.load(out / "affinity" / "round_001.npy")
     for r in by_round[1]:  # each row of P moved by w / |sum w| over all the weights, the averages' included

@@ -19,6 +19,11 @@ way (EXTENDED_README.md, "Differences from the authors' code"); the defaults cha
   (``method.num_subfederations`` of them; null: the latent partition's D) and / or their mean
   (:func:`fedfomo.fomo.server_averages`); they are weighted and merged like the other
   candidates but add nothing to P.
+- ``method.candidate_pool`` (``stored``): ``last_round`` draws the M-1 others only from the
+  clients that uploaded in the latest round with uploads (the authors' ``uploaded_clients``; after
+  a warm-up round 0 with partial participation, only the sample of them that round 0's draw takes,
+  as the authors keep ``m`` of the round-0 uploads); the own model is still the client's latest
+  upload. Equal to ``stored`` with full participation.
 
 With ``sim.shared_store`` (simulations only) the server sends a client its stored candidates as
 references, ``candidate_rounds`` beside ``candidate_ids``: each names the checkpoint blob that
@@ -42,7 +47,10 @@ from fedfomo.client import BaseClient
 from fedfomo.config import ConfigError, check_choice, check_float, check_int, require
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
 from fedfomo.methods import Method
-from fedfomo.strategy import PersonalizedStrategy, Weights
+from fedfomo.strategy import PersonalizedStrategy, Weights, sample_clients
+
+#: where the M-1 others are drawn from (``method.candidate_pool``): every stored upload, or the latest round's
+CANDIDATE_POOLS = ("stored", "last_round")
 
 
 def store_key(cid: int, server_round: int) -> str:
@@ -168,6 +176,8 @@ class FedFomoStrategy(PersonalizedStrategy):
         Server-made averages sent besides the M models (:data:`fedfomo.fomo.EXTRA_CANDIDATES`).
     num_subfederations : int
         Sub-federations the extra candidates are computed over.
+    candidate_pool : str
+        Which stored uploads the M-1 others are drawn from (:data:`CANDIDATE_POOLS`, :meth:`pool`).
     **kwargs
         See :class:`PersonalizedStrategy`.
 
@@ -175,7 +185,7 @@ class FedFomoStrategy(PersonalizedStrategy):
 
     def __init__(self, *, num_models: int, epsilon: float, epsilon_decay: float, warmup_epochs: int = 0,
                  affinity_norm: str = "none", extra_candidates: str = "none", num_subfederations: int = 1,
-                 **kwargs) -> None:
+                 candidate_pool: str = "stored", **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_models = num_models
         self.epsilon = epsilon
@@ -185,6 +195,10 @@ class FedFomoStrategy(PersonalizedStrategy):
         self.affinity_norm = affinity_norm
         self.extra_candidates = extra_candidates
         self.num_subfederations = num_subfederations
+        if candidate_pool not in CANDIDATE_POOLS:
+            raise ValueError(f"method.candidate_pool={candidate_pool!r} is not supported; "
+                             f"allowed: {', '.join(CANDIDATE_POOLS)}")
+        self.candidate_pool = candidate_pool
         self._extras: tuple[int, list[int], list[Weights]] | None = None  # (round, ids, models), computed once a round
         self.store = ModelStore()  # every client's latest upload (in a simulation: the path of its blob)
         self.store_round: dict[int, int] = {}  # round of each stored upload (names its checkpoint blob)
@@ -218,7 +232,7 @@ class FedFomoStrategy(PersonalizedStrategy):
         if not self.store:
             return self.global_weights, {"candidate_ids": ""}
         eps = fomo.epsilon_at(self.epsilon, self.epsilon_decay, server_round)
-        ids = fomo.select_candidates(self.affinity[cid], cid, sorted(self.store), self.num_models, eps,
+        ids = fomo.select_candidates(self.affinity[cid], cid, self.pool(cid), self.num_models, eps,
                                      self._rng_for(server_round))
         extra_ids, extra_models = self.extras(server_round)
         config = {"candidate_ids": encode_ids(ids + extra_ids)}
@@ -226,6 +240,26 @@ class FedFomoStrategy(PersonalizedStrategy):
             config["candidate_rounds"] = encode_ids([self.store_round[j] for j in ids])
             return concat_models(extra_models), config
         return concat_models([self.store[j] for j in ids] + extra_models), config
+
+    def pool(self, cid: int) -> list[int]:
+        """Ids client ``cid`` may download: its own stored upload and the others ``method.candidate_pool`` allows.
+
+        ``stored``: every client with a stored upload. ``last_round``: the clients whose stored
+        upload is from the latest round that has one (the authors' ``uploaded_clients``, the
+        previous round's uploaders); when that is the warm-up round 0 and ``participation`` < 1,
+        only those of them that round 0's client sample takes (:func:`fedfomo.strategy.sample_clients`,
+        the authors' draw of ``m`` round-0 uploads to keep). The client's own upload stays
+        available whatever round it is from.
+        """
+        if self.candidate_pool == "stored":
+            return sorted(self.store)
+        latest = max(self.store_round[c] for c in self.store)
+        ids = {c for c in self.store if self.store_round[c] == latest}
+        if latest == 0 and self.warmup_round and self.participation < 1:
+            ids &= set(sample_clients(self.num_clients, self.participation, 0, self.seed, self.sampling))
+        if cid in self.store:
+            ids.add(cid)
+        return sorted(ids)
 
     def download_nbytes(self, weights, extra):
         """The message's models plus the stored ones its client reads from their blobs (``sim.shared_store``)."""
@@ -350,7 +384,7 @@ def validate(cfg: DictConfig) -> None:
 
 #: the authors' options and their defaults (a key missing from an older config.yaml means its default)
 AUTHORS_DEFAULTS = {"warmup_epochs": 0, "affinity_norm": "none", "extra_candidates": "none",
-                    "num_subfederations": None}
+                    "num_subfederations": None, "candidate_pool": "stored"}
 
 
 def _option(cfg: DictConfig, key: str):
@@ -358,7 +392,7 @@ def _option(cfg: DictConfig, key: str):
 
 
 def validate_authors_options(cfg: DictConfig, extras: bool = True) -> None:
-    """Check ``method.warmup_epochs``, ``method.affinity_norm`` and, with ``extras``, the extra candidates.
+    """Check ``method.warmup_epochs``, ``method.affinity_norm`` and, with ``extras``, the extra candidates and pool.
 
     Raises
     ------
@@ -371,6 +405,7 @@ def validate_authors_options(cfg: DictConfig, extras: bool = True) -> None:
     if not extras:
         return
     check_choice("method.extra_candidates", _option(cfg, "extra_candidates"), fomo.EXTRA_CANDIDATES)
+    check_choice("method.candidate_pool", _option(cfg, "candidate_pool"), CANDIDATE_POOLS)
     groups = _option(cfg, "num_subfederations")
     if groups is not None:
         check_int("method.num_subfederations", groups, 1, int(cfg.num_clients))
@@ -391,7 +426,8 @@ def authors_options(cfg: DictConfig, extras: bool = True) -> dict:
     """The strategy's keyword arguments of the authors' options (their defaults where unset)."""
     opts = {"warmup_epochs": int(_option(cfg, "warmup_epochs")), "affinity_norm": str(_option(cfg, "affinity_norm"))}
     if extras:
-        opts.update(extra_candidates=str(_option(cfg, "extra_candidates")), num_subfederations=num_subfederations(cfg))
+        opts.update(extra_candidates=str(_option(cfg, "extra_candidates")), num_subfederations=num_subfederations(cfg),
+                    candidate_pool=str(_option(cfg, "candidate_pool")))
     return opts
 
 
