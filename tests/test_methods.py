@@ -99,7 +99,7 @@ def test_every_method_is_registered_and_its_defaults_are_valid():
     assert cfg.method.name == "fedfomo" and cfg.method.num_models == 10
     assert methods.method_params(cfg) == {"num_models": 10, "epsilon": 0.3, "epsilon_decay": 0.05, "distance": "l1",
                                           "warmup_epochs": 0, "affinity_norm": "none", "extra_candidates": "none",
-                                          "num_subfederations": None}
+                                          "num_subfederations": None, "candidate_pool": "stored"}
     assert methods.method_params(_cfg("method=fedavg")) == {}
     assert methods.method_params(_cfg("method=fedprox")) == {"mu": 0.01}
 
