@@ -195,9 +195,7 @@ class FedFomoStrategy(PersonalizedStrategy):
         self.affinity_norm = affinity_norm
         self.extra_candidates = extra_candidates
         self.num_subfederations = num_subfederations
-        if candidate_pool not in CANDIDATE_POOLS:
-            raise ValueError(f"method.candidate_pool={candidate_pool!r} is not supported; "
-                             f"allowed: {', '.join(CANDIDATE_POOLS)}")
+        check_choice("method.candidate_pool", candidate_pool, CANDIDATE_POOLS)
         self.candidate_pool = candidate_pool
         self._extras: tuple[int, list[int], list[Weights]] | None = None  # (round, ids, models), computed once a round
         self.store = ModelStore()  # every client's latest upload (in a simulation: the path of its blob)
