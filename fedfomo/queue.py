@@ -43,9 +43,9 @@ def run_name(template: str, values: dict[str, str]) -> str:
     fields = {k.lstrip("+").replace(".", "_"): v for k, v in values.items()}
     try:
         return template.format(**fields)
-    except KeyError as err:
-        raise SystemExit(f"error: the name template {template!r} uses {err}, which no override sets; "
-                         f"allowed: {', '.join('{' + k + '}' for k in fields)}") from err
+    except (KeyError, AttributeError, IndexError, ValueError) as err:
+        raise SystemExit(f"error: the name template {template!r} cannot be filled ({err}); "
+                         f"allowed fields: {', '.join('{' + k + '}' for k in fields)}") from err
 
 
 def plan(folder: Path) -> str:

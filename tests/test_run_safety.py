@@ -497,6 +497,10 @@ def test_queue_expands_sweeps_like_hydra_and_names_runs():
     assert len(jobs) == 4 and jobs[0] == {"dataset": "cifar10", "method": "fedfomo", "seed": "0",
                                           "method.shared_layers": "[conv,fc1]"}
     assert [run_name("{method}_s{seed}", j) for j in jobs] == ["fedfomo_s0", "fedfomo_s1", "fedavg_s0", "fedavg_s1"]
+    assert run_name("{method_shared_layers}", jobs[0]) == "[conv,fc1]"
+    for bad in ("{model}", "{method.shared_layers}", "{0}", "{seed:d}"):  # unset, dotted, positional, bad format
+        with pytest.raises(SystemExit, match=r"^error: the name template .*allowed fields: \{dataset\}, \{method\}"):
+            run_name(bad, jobs[0])
 
 
 def test_queue_plans_from_status(tmp_path):
