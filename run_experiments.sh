@@ -43,7 +43,7 @@ queue() {  # queue NAME TEMPLATE OVERRIDES...
 EXPERIMENTS=(
   "table1_mnist|Table 1|MNIST pathological, 15 clients, 20 rounds, E=5: every method|full scale|13-18 min per run alone (FedFomo, FedAvg, Local; measured; up to 70 beside other jobs); 2-15 min per run at samples_per_client=500 (every method but pFedMe, 12-44 min; measured, three seeds on two machines)"
   "table1_mnist_100|Table 1|MNIST pathological, 100 clients, 10% participation, 100 rounds: every method|full scale|7-8 min per run (seed 0 of FedFomo, FedAvg, Local; measured); seeds 1, 2 took 15-57 min with twice the training seconds per round on the same data, i.e. on a shared CPU"
-  "table1_cifar10|Table 1|CIFAR-10 pathological, 15 clients, 20 rounds: every method|samples_per_client=1000|4.3-17.2 min reduced (measured; the upper end beside other jobs); full scale not run (the full-scale latent D=3 runs took 18.4-27.6 min)"
+  "table1_cifar10|Table 1|CIFAR-10 pathological, 15 clients, 20 rounds: every method|samples_per_client=1000|4.3-17.2 min per run reduced, pFedMe 24.0-36.2 (measured; the upper end beside other jobs); full scale not run (the full-scale latent D=3 runs took 18.4-27.6 min)"
   "table1_cifar10_100|Table 1|CIFAR-10 pathological, 100 clients, 10% participation, 100 rounds: every method|samples_per_client=300|6-11 min per run reduced (FedFomo, FedAvg, Local; measured)"
   "methods_mnist|Table 1|MNIST pathological, 15 clients: \$METHODS (default every method)|samples_per_client=500|2-14 min per method (measured)"
   "table2_cifar10_latent_d2|Table 2|CIFAR-10 latent D=2 (VGG-11 clusters), 15 clients: fedfomo, fedavg, local|samples_per_client=1000|6.8-8.7 min (measured)"
