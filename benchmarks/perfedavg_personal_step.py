@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,10 @@ from flwr.common import RecordDict
 from omegaconf import OmegaConf
 
 from fedfomo import methods
-from fedfomo.data import normalize, resolve_root
+from fedfomo.data import resolve_root
 from fedfomo.experiment import build_experiment, client_data
 from fedfomo.models import set_weights
-
-
-def predicted_classes(model: torch.nn.Module, x: torch.Tensor, mean, std, num_classes: int) -> np.ndarray:
-    """How many of the uint8 images ``x`` ``model`` assigns to each class."""
-    model.eval()
-    with torch.no_grad():
-        pred = model(normalize(x, mean, std)).argmax(1).numpy()
-    return np.bincount(pred, minlength=num_classes)
+from fedfomo.training import predicted_class_counts
 
 
 def main() -> None:
@@ -48,13 +42,14 @@ def main() -> None:
     torch.set_num_threads(1)
     exp = build_experiment(cfg)
     ds = exp.dataset
+    counts_of = partial(predicted_class_counts, mean=ds.mean, std=ds.std, num_classes=ds.num_classes)
     saved = np.load(args.weights)
     glob = [saved[f"global/{i}"] for i in range(len(saved.files))]
     method = methods.get(cfg.method.name)
     probe = method.client(0, client_data(exp, 0), exp.settings, RecordDict())
     set_weights(probe.model, glob)
     print("global model, first 1000 test images, predicted per class:",
-          predicted_classes(probe.model, ds.test_x[:1000], ds.mean, ds.std, ds.num_classes).tolist())
+          counts_of(probe.model, ds.test_x[:1000]))
     for alpha in args.alphas:
         settings = replace(exp.settings, method_params={**exp.settings.method_params, "alpha": alpha})
         accs, one_class = [], 0
@@ -62,7 +57,7 @@ def main() -> None:
             client = method.client(cid, client_data(exp, cid), settings, RecordDict())
             weights = client.personalize(glob, {"server_round": int(cfg.num_rounds) + 1}, False)[0] if alpha else glob
             accs.append(client.loss_on(weights, client.data.test_x, client.data.test_y)[1])
-            counts = predicted_classes(client.model, client.data.test_x, ds.mean, ds.std, ds.num_classes)
+            counts = np.array(counts_of(client.model, client.data.test_x))
             one_class += int((counts > 0).sum() == 1)
         print(f"alpha {alpha:g}: test acc {np.mean(accs) * 100:.2f} +- {np.std(accs) * 100:.2f} "
               f"(by client: {' '.join(f'{a * 100:.0f}' for a in accs)}); "

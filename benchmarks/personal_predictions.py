@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +29,10 @@ from omegaconf import OmegaConf
 
 from fedfomo import methods
 from fedfomo.checkpoint import load_server, restore_client, unpack
-from fedfomo.data import normalize, resolve_root
+from fedfomo.data import resolve_root
 from fedfomo.experiment import build_experiment, client_data
 from fedfomo.models import set_weights
-
-
-def predicted_counts(model: torch.nn.Module, x: torch.Tensor, mean, std, num_classes: int) -> np.ndarray:
-    """How many of the uint8 images ``x`` ``model`` assigns to each class."""
-    model.eval()
-    with torch.no_grad():
-        pred = model(normalize(x, mean, std)).argmax(1).numpy()
-    return np.bincount(pred, minlength=num_classes)
+from fedfomo.training import predicted_class_counts
 
 
 def main() -> None:
@@ -61,13 +55,14 @@ def main() -> None:
     overrides = dict(item.split("=", 1) for item in args.method_param)
     settings = replace(exp.settings, method_params={**exp.settings.method_params, **overrides})
     ds = exp.dataset
+    counts_of = partial(predicted_class_counts, mean=ds.mean, std=ds.std, num_classes=ds.num_classes)
     method = methods.get(cfg.method.name)
     reported = json.loads((args.run / "summary.json").read_text())["per_client_final_acc"]
     probe = method.client(0, client_data(exp, 0), exp.settings, RecordDict())
     set_weights(probe.model, glob)
     label = f"{args.run.name}, round {last_round}" + (f", method params {overrides}" if overrides else "")
     print(f"{label}: global model, first 1000 test images, predicted per class:",
-          predicted_counts(probe.model, ds.test_x[:1000], ds.mean, ds.std, ds.num_classes).tolist())
+          counts_of(probe.model, ds.test_x[:1000]))
     accs, one_class, mostly_one = [], 0, 0
     for cid in range(int(cfg.num_clients)):
         state = RecordDict()
@@ -75,7 +70,7 @@ def main() -> None:
         client = method.client(cid, client_data(exp, cid), settings, state)
         weights = client.personalize(glob, {"server_round": last_round + 1}, False)[0]
         acc = client.loss_on(weights, client.data.test_x, client.data.test_y)[1]
-        counts = predicted_counts(client.model, client.data.test_x, ds.mean, ds.std, ds.num_classes)
+        counts = np.array(counts_of(client.model, client.data.test_x))
         classes = sorted(np.unique(client.data.test_y.numpy()).tolist())
         single = int((counts > 0).sum() == 1)
         one_class += single

@@ -131,3 +131,42 @@ def evaluate(
         loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
         correct += int((out.argmax(1) == yb).sum())
     return loss_sum / n, correct / n
+
+
+@torch.no_grad()
+def predicted_class_counts(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    num_classes: int,
+    batch_size: int = 1000,
+) -> list[int]:
+    """How many of the uint8 images ``x`` ``model`` assigns to each class (argmax of its output).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The classifier (put in eval mode).
+    x : torch.Tensor
+        uint8 images, normalized per batch with ``mean`` and ``std``.
+    mean, std : tuple of float
+        Per-channel normalization (as for :func:`evaluate`).
+    num_classes : int
+        Length of the result (classes never predicted count 0).
+    batch_size : int
+        Images per forward pass.
+
+    Returns
+    -------
+    list of int
+        ``counts[c]`` = number of images predicted as class ``c``; sums to ``len(x)``.
+
+    """
+    model.eval()
+    counts = torch.zeros(num_classes, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        pred = model(normalize(x[start:start + batch_size], mean, std)).argmax(1)
+        counts += torch.bincount(pred, minlength=num_classes)
+    return counts.tolist()

@@ -9,7 +9,7 @@ import torch
 from fedfomo.data import normalize
 from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
 from fedfomo.models import build_model, get_weights, set_weights
-from fedfomo.training import OptimConfig, evaluate, round_lr, train
+from fedfomo.training import OptimConfig, evaluate, predicted_class_counts, round_lr, train
 
 
 def test_mcmahan_cnn_has_the_papers_parameter_count():
@@ -111,3 +111,17 @@ def test_training_with_augmentation_differs_and_is_deterministic():
     assert not all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1]))
     for a, b in zip(weights[1], weights[2]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_predicted_class_counts_counts_argmax_per_class_across_batches():
+    class FirstPixel(torch.nn.Module):
+        """Predicts class 2 where the (normalized) first pixel is positive, class 0 elsewhere."""
+
+        def forward(self, x):
+            v = x.flatten(1)[:, 0]
+            return torch.stack([-v, torch.zeros_like(v), v], dim=1)
+
+    x = torch.tensor([0, 255, 255, 10, 200], dtype=torch.uint8).view(5, 1, 1, 1)
+    # mean 0.5: pixels 0 and 10 normalize below zero (class 0), 255, 255 and 200 above (class 2)
+    counts = predicted_class_counts(FirstPixel(), x, mean=(0.5,), std=(0.5,), num_classes=4, batch_size=2)
+    assert counts == [2, 0, 3, 0]
