@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import subprocess
@@ -480,6 +481,22 @@ def test_method_runs_end_to_end(tmp_path, data_root, method, server_identity, ca
         assert upload_mb == pytest.approx(full)
     if method == "fedavg_data":  # 5% of the 4 x 80 training images: 16 shared images each
         assert "shared data: 16 training images" in caplog.text
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("method", ["lg_fedavg", "fedper", "pfedme", "fedfomo_ma", "cfl", "mocha", "pfedhn"])
+def test_stateful_method_runs_with_partial_participation(tmp_path, data_root, method, server_identity):
+    """Methods with per-client state (on the client or the server) at 50% participation (Table 1, 100 clients)."""
+    run_config = {"dataset": "mnist", "method": method, "num-clients": 4, "num-server-rounds": 3, "local-epochs": 1,
+                  "samples-per-client": 100, "participation": 0.5, "data-root": str(data_root),
+                  "overrides": "optim.lr=0.05"}
+    out = tmp_path / method
+    s = run_in_process(out, run_config, 4)
+    assert s["rounds_completed"] == 3
+    with (out / "rounds.csv").open() as f:
+        assert [int(r["num_clients"]) for r in csv.DictReader(f)] == [2, 2, 2]
+    # the final evaluation covers every client, also one that was never sampled
+    assert len(s["per_client_final_acc"]) == 4 and all(0.0 <= a <= 1.0 for a in s["per_client_final_acc"])
 
 
 def test_cli_names_the_new_key_of_a_moved_setting(tmp_path):
