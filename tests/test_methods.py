@@ -495,7 +495,7 @@ def test_stateful_method_runs_with_partial_participation(tmp_path, data_root, me
     assert s["rounds_completed"] == 3
     with (out / "rounds.csv").open() as f:
         assert [int(r["num_clients"]) for r in csv.DictReader(f)] == [2, 2, 2]
-    # the final evaluation covers every client, also one that was never sampled
+    # the final evaluation covers every client, sampled in the last round or not
     assert len(s["per_client_final_acc"]) == 4 and all(0.0 <= a <= 1.0 for a in s["per_client_final_acc"])
 
 
