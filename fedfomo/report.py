@@ -21,34 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fedfomo import paper
 from fedfomo.emd import TRAIN_LABEL_COUNTS, authors_emd_counts
-
-# Paper, Table 1 (pathological non-IID; FedFomo with 5 models downloaded), in %:
-# (dataset, clients) -> method -> mean accuracy, copied from the paper's table.
-_T1_METHODS = ("local", "fedavg", "fedavg_data", "fedprox", "lg_fedavg", "mocha", "cfl", "perfedavg", "pfedme",
-               "fedfomo")
-PAPER_TABLE1 = {
-    ("mnist", 15): dict(zip(_T1_METHODS, (99.62, 91.97, 91.99, 90.94, 99.79, 94.74, 95.00, 92.39, 97.70, 99.62))),
-    ("mnist", 100): dict(zip(_T1_METHODS, (94.25, 78.83, 78.85, 79.06, 84.17, 84.58, 92.26, 85.32, 88.40, 98.81))),
-    ("cifar10", 15): dict(zip(_T1_METHODS, (92.73, 57.12, 58.5, 54.60, 92.36, 93.85, 85.07, 81.96, 83.85, 93.01))),
-    ("cifar10", 100): dict(zip(_T1_METHODS, (85.42, 53.08, 56.62, 52.92, 84.17, 76.09, 77.75, 72.40, 71.75, 92.10))),
-}
-
-# Paper, Table 2 (CIFAR-10, latent non-IID, 15 clients, FedFomo n=5): D -> method -> mean accuracy, in %.
-_T2_METHODS = ("local", "fedavg", "fedavg_data", "fedprox", "lg_fedavg", "mocha", "cfl", "perfedavg", "pfedme",
-               "fedfomo")
-PAPER_TABLE2 = {
-    2: dict(zip(_T2_METHODS, (60.03, 38.92, 53.43, 66.42, 70.87, 83.79, 72.58, 63.85, 49.87, 77.823))),
-    3: dict(zip(_T2_METHODS, (66.61, 21.56, 33.87, 31.38, 74.16, 73.68, 75.69, 69.70, 66.95, 82.38))),
-    4: dict(zip(_T2_METHODS, (69.12, 22.34, 65.73, 50.61, 67.25, 71.23, 78.31, 72.60, 69.00, 84.45))),
-    5: dict(zip(_T2_METHODS, (76.52, 32.13, 63.32, 48.20, 63.64, 69.02, 70.04, 76.61, 78.66, 85.050))),
-    10: dict(zip(_T2_METHODS, (92.64, 10.10, 41.61, 13.41, 94.42, 94.28, 85.22, 93.97, 94.57, 95.55))),
-}
-# Paper, Table 3 (out-of-local-distribution, latent D=5, 15 clients, FedFomo n=5): dataset -> method -> %.
-PAPER_TABLE3 = {
-    "cifar10": dict(zip(_T2_METHODS, (20.39, 23.11, 42.15, 39.79, 38.95, 30.80, 29.73, 39.8, 43.7, 64.06))),
-    "cifar100": dict(zip(_T2_METHODS, (7.40, 13.06, 24.98, 14.39, 18.50, 13.73, 19.75, 21.30, 25.41, 34.43))),
-}
 
 
 def load_summaries(folders: list[Path]) -> list[dict]:
@@ -119,15 +93,20 @@ def scale_note(s: dict) -> str:
 
 
 def paper_value(s: dict) -> float | None:
-    """The paper's number (Tables 1-3, FedFomo with 5 models) for this run's setting, if it has one."""
+    """The paper's mean (Tables 1-3, FedFomo with 5 models) for this run's setting, if it has one.
+
+    Looked up in :mod:`fedfomo.paper`, the one place the paper's numbers are typed in.
+    """
+    cell = None
     if s.get("partition") == "pathological":
-        return PAPER_TABLE1.get((s["dataset"], s["num_clients"]), {}).get(s["method"])
-    if s.get("partition") == "latent" and s.get("num_clients") == 15 and s.get("num_models") in (None, 5):
+        cell = paper.TABLE1.get((s["dataset"], s["num_clients"]), {}).get(s["method"])
+    elif s.get("partition") == "latent" and s.get("num_clients") == 15 and s.get("num_models") in (None, 5):
         if s.get("shuffle_targets"):
-            return PAPER_TABLE3.get(s["dataset"], {}).get(s["method"]) if s.get("num_distributions") == 5 else None
-        if s["dataset"] == "cifar10":
-            return PAPER_TABLE2.get(s.get("num_distributions"), {}).get(s["method"])
-    return None
+            if s.get("num_distributions") == 5:
+                cell = paper.TABLE3.get(s["dataset"], {}).get(s["method"])
+        elif s["dataset"] == "cifar10":
+            cell = paper.TABLE2.get(s.get("num_distributions"), {}).get(s["method"])
+    return None if cell is None else cell[0]
 
 
 def dataset_label(s: dict) -> str:
@@ -183,14 +162,15 @@ def markdown_table(summaries: list[dict]) -> str:
         acc = f"{means.mean():.2f} ± {stds.mean():.2f}"
         if len(runs) > 1:
             acc += f" (± {means.std():.2f} over seeds)"
-        paper = paper_value(runs[0])
+        paper_mean = paper_value(runs[0])
+        paper_cell = "-" if paper_mean is None else paper_mean
         wall = np.mean([wall_time_of(r) for r in runs])
         emds = [r["emd"] for r in runs if r.get("emd") is not None]
         emd = f"{np.mean(emds):.2f}" if emds else "-"
         authors = [a for a in map(authors_emd_of, runs) if a is not None]
         emd_authors = f"{np.mean(authors):.2f}" if authors else "-"
         lines.append(f"| {ds} | {part} | {emd} | {emd_authors} | {n} | {frac:g} | {method} | {m if m else '-'} "
-                     f"| {acc} | {paper if paper is not None else '-'} | {len(runs)} | {wall / 60:.1f} min | {scale} |")
+                     f"| {acc} | {paper_cell} | {len(runs)} | {wall / 60:.1f} min | {scale} |")
     return "\n".join(lines)
 
 
