@@ -132,6 +132,18 @@ class PersonalizedStrategy(Strategy):
         """Digest the uploads ``{cid: Upload}``; return new global weights or None."""
         raise NotImplementedError
 
+    def sampled_clients(self, server_round: int) -> list[int]:
+        """The round's draw of ``participation * N`` clients (:func:`sample_clients`)."""
+        return sample_clients(self.num_clients, self.participation, server_round, self.seed, self.sampling)
+
+    def train_clients(self, server_round: int) -> list[int]:
+        """The clients sent a train message in ``server_round``: the sampled ones.
+
+        Round 0, a method's warm-up round (:attr:`warmup_round`), takes every client; a method
+        may train more clients than it aggregates (pFedMe's ``method.train_all_clients``).
+        """
+        return list(range(self.num_clients)) if server_round == 0 else self.sampled_clients(server_round)
+
     def final_download(self, cid: int) -> tuple[Weights, dict[str, int | float | str]]:
         """What client ``cid`` receives for the final evaluation (default: as in a round)."""
         return self.download(cid, self.num_rounds + 1)
@@ -222,10 +234,7 @@ class PersonalizedStrategy(Strategy):
         self._round_start = time.perf_counter()
         self._download_bytes = 0
         planned = {}
-        # round 0, a method's warm-up round (warmup_round), takes every client
-        cids = range(self.num_clients) if server_round == 0 else sample_clients(
-            self.num_clients, self.participation, server_round, self.seed, self.sampling)
-        for cid in cids:
+        for cid in self.train_clients(server_round):
             planned[cid] = self.download(cid, server_round)
             self._download_bytes += self.download_nbytes(*planned[cid])
         return self._encode(planned, "train", server_round)

@@ -125,6 +125,7 @@ def test_every_method_is_registered_and_its_defaults_are_valid():
         (["method=pfedme", "method.lr=0.1"], "method.lr", "(0.0, 0.0666"),
         (["method=pfedme", "method.beta=3"], "method.beta", "(0.0, 2.0]"),
         (["method=pfedme", "method.personal_model=best"], "method.personal_model", "last_theta, from_global"),
+        (["method=pfedme", "method.train_all_clients=sometimes"], "method.train_all_clients", "true, false"),
         (["method.name=fedprox"], "method.mu", "method=fedprox"),
     ],
 )
@@ -399,6 +400,34 @@ def test_pfedme_strategy_applies_beta_to_the_average(tmp_path):
     np.testing.assert_allclose(out[0], 0.5 * np.array([3.5, 3.0]))  # average [3.5, 3.0], half a step from 0
     out = st.aggregate(2, {0: Upload(0, [np.array([0.0, 0.0], dtype=np.float32)], 1, {})})
     np.testing.assert_allclose(out[0], 0.5 * np.array([1.75, 1.5]))
+
+
+def _pfedme_strategy(tmp_path, n, train_all):
+    return PFedMeStrategy(beta=1.0, train_all_clients=train_all, num_clients=n, num_rounds=3, participation=0.2,
+                          seed=0, initial_weights=[np.zeros(1, dtype=np.float32)],
+                          recorder=RunRecorder(tmp_path, 3, 1, progress=False))
+
+
+def test_pfedme_train_all_clients_trains_everyone_and_averages_the_sampled(tmp_path):
+    default, every = _pfedme_strategy(tmp_path / "a", 10, False), _pfedme_strategy(tmp_path / "b", 10, True)
+    sampled = default.sampled_clients(2)
+    assert len(sampled) == 2 and default.train_clients(2) == sampled  # the default trains the draw only
+    assert every.train_clients(2) == list(range(10)) and every.sampled_clients(2) == sampled
+    # client c uploads [c] with c + 1 examples: the average is over the two sampled clients only
+    uploads = {c: Upload(c, [np.array([float(c)], dtype=np.float32)], c + 1, {}) for c in range(10)}
+    a, b = sampled
+    expected = (a * (a + 1) + b * (b + 1)) / (a + 1 + b + 1)
+    np.testing.assert_allclose(every.aggregate(2, uploads)[0], [expected], rtol=1e-6)
+    # the sampled clients failed: the global model is kept
+    assert every.aggregate(2, {c: u for c, u in uploads.items() if c not in sampled}) is None
+
+
+def test_pfedme_train_all_clients_is_recorded_and_validated():
+    assert methods.get("pfedme").facts(_cfg("method=pfedme")) == {}
+    cfg = _cfg("method=pfedme", "method.train_all_clients=true")
+    validate_config(cfg)
+    assert methods.get("pfedme").facts(cfg) == {"authors_options": "train_all_clients=true"}
+    assert methods.get("pfedme").strategy_options(cfg) == {"beta": 1.0, "train_all_clients": True}
 
 
 PFEDME = {"lambda": 15.0, "inner_steps": 5, "personal_lr": 0.05, "lr": 0.02}

@@ -1,7 +1,8 @@
 """pFedMe (T. Dinh et al., "Personalized Federated Learning with Moreau Envelopes", NeurIPS 2020).
 
 Authors' code: CharlieDinh/pFedMe. Settings: ``method.lambda``, ``method.inner_steps`` (K),
-``method.personal_lr``, ``method.lr``, ``method.beta``, ``method.personal_model``.
+``method.personal_lr``, ``method.lr``, ``method.beta``, ``method.personal_model``,
+``method.train_all_clients``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from fedfomo.config import check_choice, check_float, check_int, require
+from fedfomo.config import check_bool, check_choice, check_float, check_int, require
 from fedfomo.methods import Method
 from fedfomo.methods.fedavg import FedAvgStrategy
 from fedfomo.methods.functional_loop import FunctionalLoopClient, GradFn, Params
@@ -133,30 +134,49 @@ class PFedMeClient(FunctionalLoopClient):
 class PFedMeStrategy(FedAvgStrategy):
     """pFedMe's server (T. Dinh et al., NeurIPS 2020, Algorithm 1): ``w <- (1 - beta) w + beta * mean(w_i)``.
 
-    The mean is over the round's clients, weighted by train size (as FedAvg's); ``beta = 1``
-    is plain averaging.
+    The mean is over the round's sampled clients, weighted by train size (as FedAvg's);
+    ``beta = 1`` is plain averaging.
 
     Parameters
     ----------
     beta : float
         Server step.
+    train_all_clients : bool
+        False (default): only the sampled clients train, as in every method here. True: every
+        client trains every round and only the sampled ones are averaged, as the authors' server
+        does (``serverpFedMe.py``, ``train``); with ``participation < 1`` that is ``1 /
+        participation`` times the training, and every client's personalized model is fresh.
     **kwargs
         See :class:`PersonalizedStrategy`.
 
     """
 
-    def __init__(self, *, beta: float, **kwargs) -> None:
+    def __init__(self, *, beta: float, train_all_clients: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
         self.beta = beta
+        self.train_all_clients = train_all_clients
+
+    def train_clients(self, server_round):  # noqa: D102
+        if self.train_all_clients:
+            return list(range(self.num_clients))
+        return super().train_clients(server_round)
 
     def aggregate(self, server_round, uploads):  # noqa: D102
+        if self.train_all_clients:
+            sampled = set(self.sampled_clients(server_round))
+            uploads = {cid: up for cid, up in uploads.items() if cid in sampled}
+            if not uploads:  # every sampled client failed or diverged: keep the global model
+                return None
         average = weighted_average([(u.weights, u.num_examples) for u in uploads.values()])
         self.global_weights = pfedme_server_update(self.global_weights, average, self.beta)
         return self.global_weights
 
 
 def validate(cfg: DictConfig) -> None:
-    """Lambda > 0, K >= 1, personal_lr * lambda < 2, lr * lambda <= 1, beta in (0, 2], a known personal model."""
+    """Check pFedMe's settings: lambda > 0, K >= 1, personal_lr * lambda < 2, lr * lambda <= 1, beta in (0, 2].
+
+    Also a known ``personal_model`` and a boolean ``train_all_clients``.
+    """
     lam = check_float("method.lambda", require(cfg, "method.lambda"), 0.0, float("inf"), low_open=True)
     check_int("method.inner_steps", require(cfg, "method.inner_steps"), 1)
     # the inner steps contract towards w only if personal_lr * lambda < 2
@@ -166,8 +186,16 @@ def validate(cfg: DictConfig) -> None:
     check_float("method.lr", require(cfg, "method.lr"), 0.0, 1.0 / lam, low_open=True)
     check_float("method.beta", require(cfg, "method.beta"), 0.0, 2.0, low_open=True)
     check_choice("method.personal_model", require(cfg, "method.personal_model"), PERSONAL_MODELS)
+    check_bool("method.train_all_clients", require(cfg, "method.train_all_clients"))
+
+
+def facts(cfg: DictConfig) -> dict:
+    """``authors_options`` in summary.json when every client trains every round (its runs get cells of their own)."""
+    return {"authors_options": "train_all_clients=true"} if bool(cfg.method.train_all_clients) else {}
 
 
 METHOD = Method(name="pfedme", client=PFedMeClient, strategy=PFedMeStrategy, validate=validate,
-                strategy_options=lambda cfg: {"beta": float(cfg.method.beta)},
+                strategy_options=lambda cfg: {"beta": float(cfg.method.beta),
+                                              "train_all_clients": bool(cfg.method.train_all_clients)},
+                facts=facts,
                 reference="T. Dinh et al., NeurIPS 2020; CharlieDinh/pFedMe", supports_dp=False)
