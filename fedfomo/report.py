@@ -93,13 +93,17 @@ def scale_note(s: dict) -> str:
 
 
 def paper_value(s: dict) -> float | None:
-    """The paper's mean (Tables 1-3, FedFomo with 5 models) for this run's setting, if it has one.
+    """The paper's mean (Tables 1-3) for this run's setting, if it has one.
 
-    Looked up in :mod:`fedfomo.paper`, the one place the paper's numbers are typed in.
+    Looked up in :mod:`fedfomo.paper`, the one place the paper's numbers are typed in. FedFomo's
+    row depends on M: Table 1 has M = 5 and 10, Tables 2 and 3 only M = 5.
     """
     cell = None
     if s.get("partition") == "pathological":
-        cell = paper.TABLE1.get((s["dataset"], s["num_clients"]), {}).get(s["method"])
+        row = s["method"]
+        if row == "fedfomo":
+            row = {None: "fedfomo", 5: "fedfomo", 10: "fedfomo_m10"}.get(s.get("num_models"))
+        cell = paper.TABLE1.get((s["dataset"], s["num_clients"]), {}).get(row)
     elif s.get("partition") == "latent" and s.get("num_clients") == 15 and s.get("num_models") in (None, 5):
         if s.get("shuffle_targets"):
             if s.get("num_distributions") == 5:

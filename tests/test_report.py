@@ -19,6 +19,8 @@ def _summary(**kw) -> dict:
 def test_paper_values_per_table():
     assert report.paper_value(_summary()) == 93.01
     assert report.paper_value(_summary(dataset="mnist", num_clients=100, method="local")) == 94.25
+    assert report.paper_value(_summary(num_models=10)) == 92.73  # Table 1's "Ours (n=10)" row
+    assert report.paper_value(_summary(num_models=3)) is None  # an ablation, no Table 1 row
     latent = {"partition": "latent", "num_distributions": 5, "embedder": "vgg11"}
     assert report.paper_value(_summary(**latent)) == 85.050
     assert report.paper_value(_summary(**latent, method="fedavg", shuffle_targets=True)) == 23.11
