@@ -23,6 +23,7 @@ import numpy as np
 
 from fedfomo import paper
 from fedfomo.emd import TRAIN_LABEL_COUNTS, authors_emd_counts
+from fedfomo.tables import paper_row
 
 
 def load_summaries(folders: list[Path]) -> list[dict]:
@@ -100,10 +101,7 @@ def paper_value(s: dict) -> float | None:
     """
     cell = None
     if s.get("partition") == "pathological":
-        row = s["method"]
-        if row == "fedfomo":
-            row = {None: "fedfomo", 5: "fedfomo", 10: "fedfomo_m10"}.get(s.get("num_models"))
-        cell = paper.TABLE1.get((s["dataset"], s["num_clients"]), {}).get(row)
+        cell = paper.TABLE1.get((s["dataset"], s["num_clients"]), {}).get(paper_row(s))
     elif s.get("partition") == "latent" and s.get("num_clients") == 15 and s.get("num_models") in (None, 5):
         if s.get("shuffle_targets"):
             if s.get("num_distributions") == 5:

@@ -98,7 +98,8 @@ def _row_order(row: str) -> tuple[int, str]:
     return (METHOD_ORDER.index(row), "") if row in METHOD_ORDER else (len(METHOD_ORDER), row)
 
 
-def _row(s: dict) -> str | None:
+def paper_row(s: dict) -> str | None:
+    """The paper's row of a run: its method, FedFomo by M (``fedfomo`` for M=5, ``fedfomo_m10``; None otherwise)."""
     method = s.get("method")
     if method == "fedfomo":
         m = s.get("num_models")
@@ -129,7 +130,7 @@ def paper_cell(s: dict) -> CellKey | None:
     Runs off the paper's evaluation settings (another ``val_ratio`` or ``epsilon``, or another
     learning rate: ``off_paper`` set by :func:`enrich`) are ablations, not table cells.
     """
-    row = _row(s)
+    row = paper_row(s)
     if row is None or s.get("off_paper"):
         return None
     split = s.get("test_split")
