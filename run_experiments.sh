@@ -34,29 +34,28 @@ queue() {  # queue NAME TEMPLATE OVERRIDES...
 }
 
 # One reduced scale per dataset, what this 2-core CPU can afford (README, "Running the experiments"):
-#   MNIST      full scale
-#   CIFAR-10   SCALE="samples_per_client=1000" TAG=spc1000
+#   MNIST      full scale (the 15-client comparison of every method: SCALE="samples_per_client=500" TAG=spc500)
+#   CIFAR-10   SCALE="samples_per_client=1000" TAG=spc1000 (100 clients: SCALE="samples_per_client=300" TAG=spc300)
 #   CIFAR-100  SCALE="samples_per_client=1000" TAG=spc1000, always with the held-out test split
 #              (dataset.test_split=holdout: 10,000 training images, class-balanced, seed 0), since the
 #              official test file is not available here; every such number is marked so.
 # name | paper | setting | reduced scale run here | CPU time of one run on the 2-core development CPU
 EXPERIMENTS=(
   "table1_mnist|Table 1|MNIST pathological, 15 clients, 20 rounds, E=5: every method|full scale|13-18 min per run alone (FedFomo, FedAvg, Local; measured; up to 70 beside other jobs); 2-15 min per run at samples_per_client=500 (every method but pFedMe, 12-44 min; measured, three seeds on two machines)"
-  "table1_mnist_100|Table 1|MNIST pathological, 100 clients, 10% participation, 100 rounds: every method|full scale|7-8 min per run (seed 0 of FedFomo, FedAvg, Local; measured); seeds 1, 2 took 15-57 min with twice the training seconds per round on the same data, i.e. on a shared CPU; the other methods 5.9-8.3 min alone and 11-15 min beside another job, FedFomo-MA 19.2-45.2 (seed 2 on the slower machine), pFedMe 106.4 on a machine 2.6 times slower than the others' (three seeds of FedProx, LG-FedAvg, MOCHA, CFL, Per-FedAvg, FedPer, pFedHN and FedFomo-MA, seed 0 of pFedMe, measured); FedAvg + Data not run (about 1.5 h per run on that slower machine, from its first three rounds)"
-  "table1_cifar10|Table 1|CIFAR-10 pathological, 15 clients, 20 rounds: every method|samples_per_client=1000|4.3-17.2 min per run reduced, pFedMe 24.0-36.2 (measured; the upper end beside other jobs); full scale not run (the full-scale latent D=3 runs took 18.4-27.6 min)"
+  "table1_mnist_100|Table 1|MNIST pathological, 100 clients, 10% participation, 100 rounds: every method|full scale|7-8 min per run (seed 0 of FedFomo, FedAvg, Local; measured); seeds 1, 2 took 15-57 min with 2.1-8.0 times seed 0's training seconds on the same data, i.e. on a shared CPU; the other methods 5.9-8.3 min alone and 11-15 min beside another job, FedFomo-MA 19.2-45.2 (seed 2 on the slower machine), pFedMe 106.4 on a machine 2.6 times slower than the others' (three seeds of FedProx, LG-FedAvg, MOCHA, CFL, Per-FedAvg, FedPer, pFedHN and FedFomo-MA, seed 0 of pFedMe, measured); FedAvg + Data not run (about 1.5 h per run on that slower machine, from its first three rounds)"
+  "table1_cifar10|Table 1|CIFAR-10 pathological, 15 clients, 20 rounds: every method|samples_per_client=1000|4.3-17.2 min per run reduced, pFedMe 24.0-36.2 (measured; the upper end beside other jobs); full scale not run (the full-scale latent D=3 runs took 22.4-27.6 min)"
   "table1_cifar10_100|Table 1|CIFAR-10 pathological, 100 clients, 10% participation, 100 rounds: every method|samples_per_client=300|5-29 min per run reduced (measured: FedFomo, FedAvg, Local 6.4-11.1; the other methods 4.6-6.3, FedFomo-MA 14.1-16.1, pFedMe 20.7-23.7, FedAvg + Data 25.5-28.5)"
-  "methods_mnist|Table 1|MNIST pathological, 15 clients: \$METHODS (default every method)|samples_per_client=500|2-14 min per method (measured)"
-  "table2_cifar10_latent_d2|Table 2|CIFAR-10 latent D=2 (VGG-11 clusters), 15 clients: fedfomo, fedavg, local|samples_per_client=1000|6.8-8.7 min (measured)"
-  "table2_cifar10_latent_d3|Table 2|CIFAR-10 latent D=3: fedfomo, fedavg, local|samples_per_client=1000|7.1-9.7 min (measured); full scale 18.4 (FedAvg) and 27.6 (FedFomo) min (measured)"
-  "table2_cifar10_latent_d4|Table 2|CIFAR-10 latent D=4: fedfomo, fedavg, local|samples_per_client=1000|5.7-8.7 min (measured)"
-  "table2_cifar10_latent|Table 2|CIFAR-10 latent D=5: every method|samples_per_client=1000|4.4-10.5 min per run for every method but pFedMe, which takes 25-32 min (measured; FedFomo 5.6-8.3)"
-  "table2_cifar10_latent_d10|Table 2|CIFAR-10 latent D=10 (class-label distributions, the authors'): fedfomo, fedavg, local|samples_per_client=1000|5.1-7.9 min (measured)"
-  "table3_cifar10_shuffled|Table 3|CIFAR-10 out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|5.2-8.6 min (measured; Local seed 2 15.5 beside other jobs)"
-  "table3_cifar100_shuffled|Table 3|CIFAR-100 (held-out test) out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|9.9-23.3 min (measured; the upper end beside other jobs)"
-  "table4_cifar10_latent_dp|Table 4|CIFAR-10 latent D=5, no DP and DP-SGD sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|no DP: the Table 2 D=5 runs; FedFomo DP 9.6-10.4 min alone, 15-16 beside other jobs; FedAvg DP 10.8-11.1 min alone (seeds 1, 2), 29-44 min for seed 0 with an older, slower commit beside other jobs (measured)"
-  "table4_cifar100_latent_dp|Table 4|CIFAR-100 (held-out test) latent D=5, no DP and sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|7.6-15.3 min no DP (the Table 5 D=5 runs); FedFomo DP 10.5-13.3 min, FedAvg DP 10.1-11.3 min, alone (measured)"
+  "table2_cifar10_latent_d2|Table 2|CIFAR-10 latent D=2 (VGG-11 clusters), 15 clients: fedfomo, fedavg, local|samples_per_client=1000|6.8-8.7 min on this CPU (measured; 5 of the 9 runs on an H200 machine, 3.6-4.5 min)"
+  "table2_cifar10_latent_d3|Table 2|CIFAR-10 latent D=3: fedfomo, fedavg, local|samples_per_client=1000|7.1-9.8 min on this CPU (measured; seeds 1, 2 on an H200 machine, 3.5-4.5 min); full scale 22.4 (FedAvg, two attempts) and 27.6 (FedFomo) min (measured)"
+  "table2_cifar10_latent_d4|Table 2|CIFAR-10 latent D=4: fedfomo, fedavg, local|samples_per_client=1000|6.7-8.7 min on this CPU (measured; seed 1 on an H200 machine, 3.9-4.5 min)"
+  "table2_cifar10_latent|Table 2|CIFAR-10 latent D=5: every method|samples_per_client=1000|4.4-13.2 min per run on this CPU for every method but pFedMe, which takes 25-32 min (measured; FedFomo 5.6-8.3; seed 0 of seven methods on an H200 machine, 4.7-6.0 min)"
+  "table2_cifar10_latent_d10|Table 2|CIFAR-10 latent D=10 (class-label distributions, the authors'): fedfomo, fedavg, local|samples_per_client=1000|7.1-11.3 min (measured)"
+  "table3_cifar10_shuffled|Table 3|CIFAR-10 out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|5.2-8.6 min (measured; Local seed 2 15.5 beside other jobs); FedFomo, FedAvg and Local ran (three seeds), the other methods not"
+  "table3_cifar100_shuffled|Table 3|CIFAR-100 (held-out test) out-of-local-distribution targets, latent D=5: every method|samples_per_client=1000|9.9-23.3 min (measured; the upper end beside other jobs); FedFomo, FedAvg and Local ran (three seeds), the other methods not"
+  "table4_cifar10_latent_dp|Table 4|CIFAR-10 latent D=5, no DP and DP-SGD sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|no DP: the Table 2 D=5 runs; FedFomo DP 9.6-10.4 min alone, 15-16 beside other jobs; FedAvg DP 10.8-11.1 min alone (seeds 1, 2), 29-44 min for seed 0 with two older, slower commits beside other jobs (measured)"
+  "table4_cifar100_latent_dp|Table 4|CIFAR-100 (held-out test) latent D=5, no DP and sigma 1, 2: fedfomo, fedavg|samples_per_client=1000|8.1-15.3 min no DP (the Table 5 D=5 FedFomo and FedAvg runs); FedFomo DP 10.5-13.3 min, FedAvg DP 10.1-11.3 min, alone (measured)"
   "table5_cifar100_latent|Table 5|CIFAR-100 (held-out test) latent, D = 2, 3, 4, 5, 10: fedfomo, fedavg, local|samples_per_client=1000|4.7-6.5 min per run at D=2, 3, 4, 10 alone (FedFomo, Local, FedAvg); 7.6-15.3 min at D=5; full scale D=5: FedFomo 18.4, Local 15.3 min alone (measured)"
-  "table6_cifar10_latent_ma_dp|Table 6|CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|no DP 5.9-6.4 min (the Table 2 D=5 runs); DP 13.1-13.5 min alone, up to 43 beside other jobs (measured)"
+  "table6_cifar10_latent_ma_dp|Table 6|CIFAR-10 latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|no DP 5.9-6.4 min (seeds 1, 2: the Table 2 D=5 runs; seed 0 26.1 beside other jobs); DP 13.1-13.4 min alone, up to 43 beside other jobs (measured)"
   "table6_cifar100_latent_ma_dp|Table 6|CIFAR-100 (held-out test) latent D=5, FedFomo-MA without DP and at sigma 1, 2|samples_per_client=1000|6.1-7.6 min without DP, 11.5-14.3 min with DP, alone (measured)"
   "fig3_cifar10_eps_m|Fig. 3|CIFAR-10 latent D=5, FedFomo: epsilon 0, 0.3, 0.6, 0.9 x M 3, 5, 10|samples_per_client=1000|5-8 min per setting (the D=5 FedFomo run, measured); 10.8-12.5 min on a slower, AVX2-only 2-core CPU (measured); 4 min on an H200 machine running 8 at once"
   "fig9_cifar10_val_split|Fig. 9|CIFAR-10 latent D=5, FedFomo: val_ratio 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9|samples_per_client=1000|5-8 min per setting (the D=5 FedFomo run, measured); 2-5 min on an H200 machine running 8 at once"
@@ -92,7 +91,6 @@ table1_cifar10_100() {
   queue table1_cifar10_100 "{method}_s{seed}" dataset=cifar10 partition=pathological "method=${METHODS:-$ALL_METHODS}" \
     num_clients=100 participation=0.1 num_rounds=100
 }
-methods_mnist() { queue methods_mnist "{method}_s{seed}" dataset=mnist partition=pathological "method=${METHODS:-$ALL_METHODS}"; }
 # Table 2 (and 3): the VGG-11 cluster assignments ship with the package, so no VGG-11 training is needed.
 latent_d() {  # latent_d NAME D DEFAULT_METHODS [extra overrides]
   local name=$1 d=$2 methods=$3; shift 3

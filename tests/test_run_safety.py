@@ -524,10 +524,10 @@ def test_run_experiments_usage_and_a_queue_that_continues(data_root, tmp_path):
     env = {**os.environ, "OUT": str(tmp_path), "SEEDS": "0", "METHODS": "fedavg", "PYTHON": sys.executable,
            "SCALE": f"num_clients=3 num_rounds=2 local_epochs=1 samples_per_client=100 dataset.root={data_root} "
                     f"sim.progress=false"}
-    first = subprocess.run([*script, "methods_mnist"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    first = subprocess.run([*script, "table1_mnist"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
-    assert read_status(tmp_path / "methods_mnist" / "fedavg_s0")["status"] == "completed"
-    again = subprocess.run([*script, "methods_mnist"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert read_status(tmp_path / "table1_mnist" / "fedavg_s0")["status"] == "completed"
+    again = subprocess.run([*script, "table1_mnist"], capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert again.returncode == 0 and "fedavg_s0: skip" in again.stdout
 
 
