@@ -76,3 +76,23 @@ def test_local_client_keeps_its_model_across_rounds():
     start, _ = c2.personalize([], {}, commit=True)
     for a, b in zip(start, kept):
         np.testing.assert_array_equal(a, b)
+
+
+def test_fedfomo_fit_weights_from_hand_set_losses_and_keeps_the_merge_as_baseline(monkeypatch):
+    state = RecordDict()
+    client = FedFomoClient(1, _data(), SETTINGS, state)
+    base = client.initial_weights()
+    n = sum(w.size for w in base)
+    c1 = [w + np.float32(1.0) for w in base]  # L1 distance n from the baseline
+    c2 = [w - np.float32(2.0) for w in base]  # L1 distance 2n
+    by_offset = {0.0: 2.0, 1.0: 1.0, -2.0: 1.5}  # validation losses: baseline 2.0, c1 1.0, c2 1.5
+    monkeypatch.setattr(client, "val_loss", lambda w: by_offset[round(float(w[0].flat[0] - base[0].flat[0]), 3)])
+    upload, _, metrics = client.fit(concat_models([c1, c2]), {"server_round": 2, "candidate_ids": encode_ids([3, 5])})
+    # Eq. 3: (2.0 - 1.0) / n and (2.0 - 1.5) / (2n); Eq. 13: 0.8 and 0.2, so baseline + 0.8 - 0.4
+    np.testing.assert_allclose(decode_floats(metrics["weights"]), [1.0 / n, 0.25 / n], rtol=1e-5)
+    assert metrics["reverted"] == 0
+    kept = state["baseline"].to_numpy_ndarrays()
+    for k, b in zip(kept, base):
+        np.testing.assert_allclose(k, b + 0.4, atol=1e-5)
+    # the stored baseline is the merged model before local training, not the trained upload
+    assert any(not np.allclose(u, k) for u, k in zip(upload, kept))

@@ -38,6 +38,18 @@ def test_weights_eq3_by_hand():
 def test_weights_guard_identical_model():
     w = fomo.fomo_weights(1.0, [1.0], [0.0])
     assert np.isfinite(w).all() and w[0] == 0.0
+    # a zero distance with a lower loss: the guard makes the weight (1.0 - 0.5) / 1e-12, not inf
+    w = fomo.fomo_weights(1.0, [0.5], [0.0])
+    assert w[0] == pytest.approx(0.5 / fomo.DENOMINATOR_GUARD)
+
+
+def test_weights_of_diverged_candidates_are_zero():
+    # nan and inf validation losses (diverged models) get weight 0; the finite one keeps Eq. 3's
+    w = fomo.fomo_weights(2.0, [np.nan, np.inf, 1.0], [1.0, 1.0, 2.0])
+    np.testing.assert_array_equal(w, [0.0, 0.0, 0.5])
+    # a weight that overflows to inf is dropped too
+    w = fomo.fomo_weights(1e308, [-1e308], [1e-300])
+    np.testing.assert_array_equal(w, [0.0])
 
 
 def test_merge_eq13_by_hand():
@@ -98,6 +110,18 @@ def test_selection_eps1_is_uniform_random():
     np.testing.assert_allclose(counts[1:] / 4000, 0.25, atol=0.03)
 
 
+def test_selection_explores_per_slot():
+    # own 0, others 1-4 with affinity 4 > 3 > 2 > 1, M=3, epsilon=0.5: each of the two slots is
+    # greedy with probability 0.5 and uniform over the models still unchosen otherwise, so
+    # P([0, 1, 2]) = (0.5 + 0.5/4) * (0.5 + 0.5/3) = 5/12 (exploring per client instead of per
+    # slot would give 0.5 + 0.5 * (1/4 * 1/3) = 13/24)
+    p_row = np.array([0.0, 4.0, 3.0, 2.0, 1.0])
+    rng = np.random.default_rng(3)
+    draws = 8000
+    hits = sum(fomo.select_candidates(p_row, 0, range(5), 3, 0.5, rng) == [0, 1, 2] for _ in range(draws))
+    assert hits / draws == pytest.approx(5 / 12, abs=0.025)
+
+
 def test_selection_ties_broken_at_random():
     p_row = np.array([1.0, 0.0, 0.0, 0.0])
     picks = {fomo.select_candidates(p_row, 0, range(4), 2, 0.0, np.random.default_rng(s))[1] for s in range(50)}
@@ -121,6 +145,13 @@ def test_selection_properties(n, m, eps, seed, data):
     assert set(ids) <= set(available)
     if own in available:
         assert ids[0] == own
+    if eps == 0.0:  # greedy: the others in non-increasing affinity, none left out that beats one taken
+        others = [j for j in ids if j != own]
+        scores = [p_row[j] for j in others]
+        assert scores == sorted(scores, reverse=True)
+        left = [p_row[j] for j in available if j != own and j not in ids]
+        if others and left:
+            assert max(left) <= min(scores)
 
 
 @settings(max_examples=200, deadline=None)
@@ -133,7 +164,8 @@ def test_merge_is_convex_combination(raw, seed):
     base = [rng.normal(size=4)]
     cands = [[rng.normal(size=4)] for _ in raw]
     merged, reverted = fomo.fomo_merge(base, cands, np.array(raw))
-    w = fomo.normalized_weights(np.array(raw))
+    pos = np.maximum(np.array(raw), 0.0)  # Eq. 13's normalisation, written out here
+    w = pos / pos.sum() if pos.sum() > 0 else None
     assert reverted == (w is None)
     if w is None:
         np.testing.assert_array_equal(merged[0], base[0])

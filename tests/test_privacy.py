@@ -80,7 +80,10 @@ def test_bad_dp_settings_are_one_line(overrides, message):
 
 
 def test_dp_defaults_validate():
-    validate_config(_cfg("dp.enabled=true"))
+    cfg = _cfg("dp.enabled=true")
+    validate_config(cfg)
+    # the documented defaults (conf/config.yaml): sigma 1, clipping norm 1, delta 1e-5
+    assert (cfg.dp.noise_multiplier, cfg.dp.max_grad_norm, cfg.dp.delta) == (1.0, 1.0, 1e-5)
     validate_config(_cfg("dp.enabled=true", "method=fedavg", "dp.noise_multiplier=2"))
 
 

@@ -299,3 +299,18 @@ def test_shared_store_uploads_are_left_in_the_run_folder_and_read_back(tmp_path,
     np.testing.assert_array_equal(shared.store[1][0], [9.0, 9.0])
     sent = Upload(cid=2, weights=[np.array([np.nan, 0.0])], num_examples=5, metrics={"diverged": 1})
     assert shared.incoming(sent, 1) is sent  # a diverged upload travels in its reply and is rejected there
+
+
+def test_fedfomo_strategy_follows_the_epsilon_schedule(tmp_path):
+    # epsilon 1.0 decaying by 0.5 a round: round 2 explores with 0.5, round 3 and later are greedy
+    st = _strategy(tmp_path, n=6, m=2)
+    st.epsilon, st.epsilon_decay = 1.0, 0.5
+    st.aggregate(1, {c: _up(c, [np.full(2, float(c)), np.full(1, float(c))], "", "") for c in range(6)})
+    st.affinity[0] = [1.0, 0.0, 0.0, 0.0, 0.0, 9.0]  # client 0's best other is 5
+    assert [decode_ids(st.candidates(0, r)[1]["candidate_ids"]) for r in range(3, 9)] == [[0, 5]] * 6
+    # without the decay epsilon stays 1: the one slot is uniform over the five others, not always 5
+    st.epsilon_decay = 0.0
+    seen = set()
+    for r in range(2, 40):
+        seen.add(decode_ids(st.candidates(0, r)[1]["candidate_ids"])[1])
+    assert seen == {1, 2, 3, 4, 5}
