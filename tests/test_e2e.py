@@ -69,6 +69,25 @@ def test_fedfomo_writes_every_result_file(fomo_runs):
     assert summary["final_mean_acc"] > 0.55
 
 
+def test_affinity_grows_by_the_logged_raw_weights(fomo_runs):
+    """P (method.affinity_norm=none) starts as the identity and each round adds every client's raw Eq. 3 weights
+    (``clients.csv``) at the ids it downloaded, as the paper's update says: checked by hand over the Flower run."""
+    out, _ = fomo_runs[0]
+    with (out / "clients.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    before = np.load(out / "affinity" / "round_001.npy")
+    np.testing.assert_array_equal(before, np.eye(6))
+    for r in (2, 3):
+        expect = before.copy()
+        for row in (x for x in rows if int(x["round"]) == r and x["candidate_ids"]):
+            for j, w in zip(row["candidate_ids"].split(","), row["weights"].split(","), strict=True):
+                expect[int(row["cid"]), int(j)] += float(w)
+        after = np.load(out / "affinity" / f"round_{r:03d}.npy")
+        np.testing.assert_allclose(after, expect, rtol=0, atol=1e-12)
+        assert not np.array_equal(after, before)
+        before = after
+
+
 def test_same_seed_same_metrics(fomo_runs):
     (out_a, a), (out_b, b) = fomo_runs
     for key in ("final_mean_acc", "final_std_acc", "per_client_final_acc", "last_round_mean_acc"):
