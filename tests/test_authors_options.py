@@ -84,6 +84,8 @@ def test_subfederations_are_the_blocks_of_p():
     labels = fomo.subfederation_labels(_block_p() * 1000.0, 2, seed=0)
     assert len(set(labels[:3])) == 1 and len(set(labels[3:])) == 1 and labels[0] != labels[3]
     np.testing.assert_array_equal(fomo.subfederation_labels(_block_p(), 1, seed=0), np.zeros(6))
+    # scaling P by 1000 gives the very same labels, numbering included
+    np.testing.assert_array_equal(labels, fomo.subfederation_labels(_block_p(), 2, seed=0))
     # seeded: the same P and seed give the same groups, also where P has no clear blocks
     noisy = np.random.default_rng(4).normal(size=(8, 8))
     first, again = (fomo.subfederation_labels(noisy, 3, seed=5) for _ in range(2))
