@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from fedfomo.tables import hardware_name
 
@@ -71,7 +71,7 @@ def hardware(summary: dict) -> str:
     return name if "GPU per client" in str(summary.get("hardware", "")) else "CPU"
 
 
-def setting(cfg, key: str) -> object:
+def setting(cfg: DictConfig, key: str) -> object:
     """The value of ``key`` in a run's saved config, read from its pre-b90776e place (``LEGACY_KEYS``) if absent."""
     value = OmegaConf.select(cfg, key)
     if value is None and key in LEGACY_KEYS:

@@ -9,6 +9,7 @@ step (1) and what is uploaded differ between methods.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,7 +131,7 @@ class BaseClient(NumPyClient):
         seq = np.random.SeedSequence([self.s.seed, self.cid, server_round] + ([stream] if stream else []))
         return torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
 
-    def batch_transform(self, server_round: int):
+    def batch_transform(self, server_round: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The round's training-batch transform (``dataset.augment``; its own seeded stream), or None."""
         return training_transform(self.s.augment, self.generator(server_round, stream=3))
 
@@ -149,7 +150,7 @@ class BaseClient(NumPyClient):
         """Keep what the method keeps and return what to upload (default: the trained model)."""
         return trained
 
-    def extra_loss(self, start: Weights):
+    def extra_loss(self, start: Weights) -> Callable[[torch.nn.Module], torch.Tensor] | None:
         """Optional term added to every training batch's loss (None: plain cross-entropy)."""
         return None
 

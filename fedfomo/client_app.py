@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from fedfomo.checkpoint import client_folder, restore_client, save_client
 from fedfomo.experiment import Experiment, build_client, build_experiment
 from fedfomo.messages import reply_to, unpack_request
 from fedfomo.runconfig import config_yaml, experiment_config
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 app = ClientApp()
 MARKER = "fedfomo_attempt"  # client state entry: the run attempt this state belongs to
@@ -133,7 +137,7 @@ def offload_state(context: Context, saved_round: int) -> None:
     context.state[ON_DISK] = ConfigRecord({"round": saved_round})
 
 
-def maybe_fail(cfg, cid: int, server_round: int, kind: str) -> None:
+def maybe_fail(cfg: DictConfig, cid: int, server_round: int, kind: str) -> None:
     """Fault injection: raise with probability ``sim.fail_prob``, seeded by (seed, client, round, kind)."""
     p = float(cfg.sim.get("fail_prob", 0.0) or 0.0)
     if p > 0 and np.random.default_rng([int(cfg.seed), 3, cid, server_round, KINDS[kind]]).random() < p:

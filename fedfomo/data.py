@@ -19,11 +19,16 @@ import functools
 import gzip
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 DATASETS = ("mnist", "cifar10", "cifar100")
 DATA_ENV_VAR = "FEDFOMO_DATA"
@@ -303,14 +308,14 @@ def load_dataset(name: str, root: str | None = None, download: bool = False, tes
     return apply_holdout(ds, holdout_size, holdout_seed) if holdout else ds
 
 
-def configured_test_split(dataset_cfg) -> str:
+def configured_test_split(dataset_cfg: DictConfig) -> str:
     """:func:`test_split_label` of the ``dataset`` group of a configuration (summary.json's ``test_split``)."""
     return test_split_label(str(dataset_cfg.name), str(dataset_cfg.get("test_split", "official")),
                             int(dataset_cfg.get("holdout_size", DEFAULT_HOLDOUT_SIZE)),
                             int(dataset_cfg.get("holdout_seed", 0)))
 
 
-def load_configured(dataset_cfg) -> ImageDataset:
+def load_configured(dataset_cfg: DictConfig) -> ImageDataset:
     """:func:`load_dataset` with the ``dataset`` group of a configuration (``root`` made absolute).
 
     A configuration saved before ``dataset.test_split`` existed reads as ``official``. A holdout size
@@ -371,7 +376,7 @@ def random_crop_flip(x: torch.Tensor, generator: torch.Generator, flip: bool = T
     return out
 
 
-def training_transform(augment: str, generator: torch.Generator):
+def training_transform(augment: str, generator: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """The per-batch transform of training images for ``dataset.augment``: None for ``none``.
 
     Parameters

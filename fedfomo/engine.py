@@ -21,7 +21,13 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from importlib.metadata import version
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flwr.common import Message
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 
 log = logging.getLogger("fedfomo")
 
@@ -29,7 +35,7 @@ log = logging.getLogger("fedfomo")
 CHECKED_VERSIONS = ("1.42.",)
 
 
-def has_undelivered(state, node_id: int) -> bool:
+def has_undelivered(state: InMemoryLinkState, node_id: int) -> bool:
     """Whether ``state`` (an ``InMemoryLinkState``) stores a message for ``node_id`` not yet delivered.
 
     Parameters
@@ -50,15 +56,16 @@ def has_undelivered(state, node_id: int) -> bool:
                    for m in state.message_ins_store.values())
 
 
-def skip_idle_nodes(get_message_ins):
+def skip_idle_nodes(get_message_ins: Callable[..., list[Message]]) -> Callable[..., list[Message]]:
     """Wrap ``InMemoryLinkState.get_message_ins``: ``[]`` at once for a node with nothing undelivered."""
     @functools.wraps(get_message_ins)
-    def wrapper(self, node_id, limit, *, run_id=None):
+    def wrapper(self: InMemoryLinkState, node_id: int, limit: int | None, *,
+                run_id: int | None = None) -> list[Message]:
         if not has_undelivered(self, node_id):
             return []
         return get_message_ins(self, node_id, limit, run_id=run_id)
 
-    wrapper.fedfomo_skip_idle_nodes = True
+    wrapper.fedfomo_skip_idle_nodes = True  # type: ignore[attr-defined]
     return wrapper
 
 

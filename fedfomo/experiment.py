@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from fedfomo.models import build_model, get_weights
 from fedfomo.partition import ClientSplit, label_counts, make_partition, with_shared_train
 from fedfomo.privacy import DPConfig
 from fedfomo.results import RunRecorder
+
+if TYPE_CHECKING:
+    from fedfomo.strategy import PersonalizedStrategy
 
 log = logging.getLogger("fedfomo")
 
@@ -176,7 +180,7 @@ def _partition(cfg: DictConfig, ds: ImageDataset) -> list[ClientSplit]:
         raise ConfigError(str(err)) from err
 
 
-def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunRecorder):
+def build_strategy(cfg: DictConfig, initial: list[np.ndarray], recorder: RunRecorder) -> PersonalizedStrategy:
     """The configured method's Flower strategy, starting from the common ``initial`` model."""
     method = methods.get(cfg.method.name)
     return method.strategy(num_clients=cfg.num_clients, num_rounds=cfg.num_rounds, participation=cfg.participation,

@@ -24,8 +24,12 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fedfomo.runconfig import CONTROL_KEYS, FLAT_KEYS
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 CONNECTION = "fedfomo"
 APP_NAME = "fedfomo"
@@ -255,7 +259,7 @@ def flwr_run(fed: Federation, app: Path, run_config: Mapping[str, object],
                           preexec_fn=die_with_parent).returncode
 
 
-def simulation_config(cfg) -> dict[str, object]:
+def simulation_config(cfg: DictConfig) -> dict[str, object]:
     """The ``--federation-config`` of a simulation run: one simulated SuperNode per client, Ray resources."""
     num_cpus = int(cfg.sim.num_cpus or os.cpu_count() or 1)
     return {
@@ -296,7 +300,7 @@ def _last_error(out: Path) -> str | None:
     return errors[-1] if errors else None
 
 
-def run_app(cfg, overrides: list[str], out_dir: str | Path, *, deployment: bool = False,
+def run_app(cfg: DictConfig, overrides: list[str], out_dir: str | Path, *, deployment: bool = False,
             node_configs: list[str] | None = None, resume: bool = False) -> dict:
     """Check ``cfg``, then run the fedfomo app on a SuperLink started for it; return summary.json.
 

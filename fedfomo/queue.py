@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import FrameType
 
 from fedfomo.launch import processes_with_env
 from fedfomo.runs import read_status
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
     stopped: list[int] = []  # signals the queue got: once one came, no further run starts
 
-    def forward(signum, frame):  # the run in progress marks itself interrupted; then the queue stops
+    # the run in progress marks itself interrupted; then the queue stops
+    def forward(signum: int, frame: FrameType | None) -> None:
         stopped.append(signum)
         if child is not None and child.poll() is None:
             child.send_signal(signum)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -198,7 +198,7 @@ class PersonalizedStrategy(Strategy):
 
         return pack("global", self.global_weights), {}
 
-    def checkpoint_blobs(self) -> dict[str, Weights]:
+    def checkpoint_blobs(self) -> Mapping[str, Weights]:
         """Large state saved apart, once per version (see :func:`fedfomo.checkpoint.save_server`); default none."""
         return {}
 

@@ -119,10 +119,10 @@ class CFLStrategy(PersonalizedStrategy):
         """Index of the cluster holding client ``cid``."""
         return next(k for k, members in enumerate(self.clusters) if cid in members)
 
-    def download(self, cid, server_round):  # noqa: D102
+    def download(self, cid: int, server_round: int) -> tuple[Weights, dict[str, int | float | str]]:  # noqa: D102
         return self.models[self.cluster_of(cid)], {"cluster": self.cluster_of(cid)}
 
-    def aggregate(self, server_round, uploads: dict[int, Upload]):  # noqa: D102
+    def aggregate(self, server_round: int, uploads: dict[int, Upload]) -> None:  # noqa: D102
         new_clusters, new_models = [], []
         for members, model in zip(self.clusters, self.models):
             present = [c for c in members if c in uploads]
@@ -164,13 +164,13 @@ class CFLStrategy(PersonalizedStrategy):
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_clusters(server_round, self.clusters)
 
-    def checkpoint_state(self):  # noqa: D102
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:  # noqa: D102
         arrays, meta = super().checkpoint_state()
         for k, model in enumerate(self.models):
             arrays.update(pack(f"cluster/{k}", model))
         return arrays, {**meta, "clusters": self.clusters}
 
-    def restore_state(self, arrays, meta):  # noqa: D102
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:  # noqa: D102
         super().restore_state(arrays, meta)
         self.clusters = [list(map(int, c)) for c in meta["clusters"]]
         self.models = [unpack(arrays, f"cluster/{k}") for k in range(len(self.clusters))]

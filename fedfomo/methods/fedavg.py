@@ -6,25 +6,32 @@ the server averages the uploads weighted by train size. Several methods build on
 
 from __future__ import annotations
 
-from fedfomo.client import BaseClient
+from typing import TYPE_CHECKING
+
+from fedfomo.client import BaseClient, Weights
 from fedfomo.methods import Method
 from fedfomo.strategy import PersonalizedStrategy, weighted_average
+
+if TYPE_CHECKING:
+    from fedfomo.messages import Upload
 
 
 class FedAvgClient(BaseClient):
     """FedAvg (McMahan et al., 2017): start every round from the server's global model."""
 
-    def personalize(self, parameters, config, commit):  # noqa: D102
+    def personalize(  # noqa: D102
+        self, parameters: Weights, config: dict, commit: bool
+    ) -> tuple[Weights, dict[str, float | int | str]]:
         return list(parameters), {}
 
 
 class FedAvgStrategy(PersonalizedStrategy):
     """FedAvg: everyone gets the global model; uploads are averaged weighted by train size."""
 
-    def download(self, cid, server_round):  # noqa: D102
+    def download(self, cid: int, server_round: int) -> tuple[Weights, dict[str, int | float | str]]:  # noqa: D102
         return self.global_weights, {}
 
-    def aggregate(self, server_round, uploads):  # noqa: D102
+    def aggregate(self, server_round: int, uploads: dict[int, Upload]) -> Weights | None:  # noqa: D102
         return weighted_average([(u.weights, u.num_examples) for u in uploads.values()])
 
 

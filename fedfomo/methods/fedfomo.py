@@ -45,7 +45,7 @@ from fedfomo import fomo
 from fedfomo.checkpoint import ModelStore, blob_path, put_blob, read_blob, unpack, write_blob
 from fedfomo.client import BaseClient
 from fedfomo.config import ConfigError, check_choice, check_float, check_int, require
-from fedfomo.messages import concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
+from fedfomo.messages import Upload, concat_models, decode_floats, decode_ids, encode_floats, encode_ids, split_models
 from fedfomo.methods import Method
 from fedfomo.strategy import PersonalizedStrategy, Weights, sample_clients
 
@@ -104,7 +104,7 @@ class FedFomoClient(BaseClient):
     common initial model.
     """
 
-    def fit(self, parameters, config):
+    def fit(self, parameters: Weights, config: dict) -> tuple[Weights, int, dict]:
         """A round as :class:`BaseClient`'s; in the warm-up round (``method.warmup_epochs``) with that many epochs.
 
         The server sends ``warmup_epochs`` > 0 only in round 0, with the initial model and no
@@ -126,7 +126,9 @@ class FedFomoClient(BaseClient):
             return [], n, {**metrics, "upload_in_store": 1}
         return upload, n, metrics
 
-    def personalize(self, parameters, config, commit):  # noqa: D102
+    def personalize(  # noqa: D102
+        self, parameters: Weights, config: dict, commit: bool
+    ) -> tuple[Weights, dict[str, float | int | str]]:
         ids = decode_ids(str(config.get("candidate_ids", "")))
         if not ids:  # nothing uploaded yet: start from the server's initial model
             return list(parameters), {"candidate_ids": "", "weights": "", "reverted": 0}
@@ -210,7 +212,7 @@ class FedFomoStrategy(PersonalizedStrategy):
             self._rng = np.random.default_rng([self.seed, 2, server_round])
         return self._rng
 
-    def download(self, cid, server_round):
+    def download(self, cid: int, server_round: int) -> tuple[Weights, dict[str, int | float | str]]:
         """Client ``cid``'s download (:meth:`candidates`); with ``sim.shared_store``, where to leave its upload.
 
         ``upload_to`` names the blob the server's checkpoint would write for this upload: the
@@ -259,12 +261,12 @@ class FedFomoStrategy(PersonalizedStrategy):
             ids.add(cid)
         return sorted(ids)
 
-    def download_nbytes(self, weights, extra):
+    def download_nbytes(self, weights: Weights, extra: dict) -> int:
         """The message's models plus the stored ones its client reads from their blobs (``sim.shared_store``)."""
         stored = len(decode_ids(str(extra.get("candidate_rounds", ""))))
         return super().download_nbytes(weights, extra) + stored * sum(w.nbytes for w in self.global_weights)
 
-    def outgoing(self, weights, extra):
+    def outgoing(self, weights: Weights, extra: dict) -> tuple[Weights, dict]:
         """With ``sim.shared_store``, first write any named blob missing on disk.
 
         That is a stored model held in memory whose blob the checkpoint has not written yet (a
@@ -280,7 +282,7 @@ class FedFomoStrategy(PersonalizedStrategy):
                                durable=self.run_info.get("fsync") != "round")
         return weights, extra
 
-    def incoming(self, up, server_round):
+    def incoming(self, up: Upload, server_round: int) -> Upload:
         """An upload the client left in the run folder (``upload_to``) is named by its blob, not read.
 
         The client checked its weights before writing them (a diverged upload is never left
@@ -308,7 +310,7 @@ class FedFomoStrategy(PersonalizedStrategy):
             self._extras = (server_round, ids, models)
         return self._extras[1], self._extras[2]
 
-    def aggregate(self, server_round, uploads):  # noqa: D102
+    def aggregate(self, server_round: int, uploads: dict[int, Upload]) -> None:  # noqa: D102
         for cid in sorted(uploads):
             metrics = uploads[cid].metrics
             ids = decode_ids(str(metrics.get("candidate_ids", "")))
@@ -326,16 +328,16 @@ class FedFomoStrategy(PersonalizedStrategy):
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_affinity(server_round, self.affinity)
 
-    def checkpoint_state(self):  # noqa: D102
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:  # noqa: D102
         arrays, meta = super().checkpoint_state()
         arrays["affinity"] = self.affinity
         return arrays, {**meta, "store_round": {str(c): r for c, r in sorted(self.store_round.items())}}
 
-    def checkpoint_blobs(self):
+    def checkpoint_blobs(self) -> Mapping[str, Weights]:
         """Every stored upload under its blob name; a model is read only where its blob must be written."""
         return _StoreBlobs(self.store, self.store_round)
 
-    def restore_state(self, arrays, meta):  # noqa: D102
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:  # noqa: D102
         super().restore_state(arrays, meta)
         self._extras = None
         self.affinity = np.array(arrays["affinity"])

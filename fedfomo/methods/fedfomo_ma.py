@@ -77,7 +77,7 @@ def ma_weights(loss_all: float, losses_without: list[float]) -> np.ndarray:
 class FedFomoMAClient(FedFomoClient):
     """FedFomo-MA's client: Eq. 14 weights from leave-one-out averages of the candidates, Eq. 13 merge."""
 
-    def candidate_weights(self, baseline, candidates):  # noqa: D102
+    def candidate_weights(self, baseline: Weights, candidates: list[Weights]) -> tuple[np.ndarray, float]:  # noqa: D102
         t0 = time.perf_counter()
         if len(candidates) < 2:  # no average without the only candidate: no evidence, keep the baseline
             return np.zeros(len(candidates)), time.perf_counter() - t0

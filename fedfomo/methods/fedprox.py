@@ -5,7 +5,7 @@ FedAvg whose local objective adds ``mu / 2 * ||w - w^t||^2`` to every batch loss
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class FedProxClient(FedAvgClient):
     batch loss, w^t the global model the round started from (``method_params["mu"]``).
     """
 
-    def extra_loss(self, start: Weights):  # noqa: D102
+    def extra_loss(self, start: Weights) -> Callable[[torch.nn.Module], torch.Tensor] | None:  # noqa: D102
         mu = float(self.hp["mu"])
         if mu == 0.0:
             return None

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fedfomo.client import BaseClient, Weights
 from fedfomo.methods import Method
 from fedfomo.strategy import PersonalizedStrategy
+
+if TYPE_CHECKING:
+    from fedfomo.messages import Upload
 
 
 class LocalClient(BaseClient):
     """Local training only: the model never leaves the client; it is kept in client state."""
 
-    def personalize(self, parameters, config, commit):  # noqa: D102
+    def personalize(  # noqa: D102
+        self, parameters: Weights, config: dict, commit: bool
+    ) -> tuple[Weights, dict[str, float | int | str]]:
         own = self.load_state("local_model")
         return (own if own is not None else self.initial_weights()), {}
 
@@ -22,10 +29,10 @@ class LocalClient(BaseClient):
 class LocalStrategy(PersonalizedStrategy):
     """Local training: nothing is exchanged (clients keep their own model in client state)."""
 
-    def download(self, cid, server_round):  # noqa: D102
+    def download(self, cid: int, server_round: int) -> tuple[Weights, dict[str, int | float | str]]:  # noqa: D102
         return [], {}
 
-    def aggregate(self, server_round, uploads):  # noqa: D102
+    def aggregate(self, server_round: int, uploads: dict[int, Upload]) -> Weights | None:  # noqa: D102
         return None
 
 

@@ -26,6 +26,7 @@ with SGD, as here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -97,14 +98,16 @@ class MochaClient(BaseClient):
         self._coupling: np.ndarray | None = None
         self._omega_ii = 0.0
 
-    def personalize(self, parameters, config, commit):  # noqa: D102
+    def personalize(  # noqa: D102
+        self, parameters: Weights, config: dict, commit: bool
+    ) -> tuple[Weights, dict[str, float | int | str]]:
         if commit and parameters:
             self._coupling = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in parameters])
             self._omega_ii = float(config["omega_ii"])
         own = self.load_state("own_model")
         return (own if own is not None else self.initial_weights()), {}
 
-    def extra_loss(self, start: Weights):  # noqa: D102
+    def extra_loss(self, start: Weights) -> Callable[[torch.nn.Module], torch.Tensor] | None:  # noqa: D102
         lam = float(self.hp["lam"])
         if lam == 0.0 or self._coupling is None:
             return None
@@ -163,13 +166,13 @@ class MochaStrategy(PersonalizedStrategy):
             k += size
         return out
 
-    def download(self, cid, server_round):  # noqa: D102
+    def download(self, cid: int, server_round: int) -> tuple[Weights, dict[str, int | float | str]]:  # noqa: D102
         return self._unflatten(coupling(self.w, self.omega, cid)), {"omega_ii": float(self.omega[cid, cid])}
 
-    def final_download(self, cid):  # noqa: D102
+    def final_download(self, cid: int) -> tuple[Weights, dict[str, int | float | str]]:  # noqa: D102
         return [], {}
 
-    def aggregate(self, server_round, uploads: dict[int, Upload]):  # noqa: D102
+    def aggregate(self, server_round: int, uploads: dict[int, Upload]) -> None:  # noqa: D102
         for cid, up in uploads.items():
             self.w[:, cid] = np.concatenate([np.asarray(a, dtype=np.float64).ravel() for a in up.weights])
         if self.omega_update == "mocha":
@@ -178,11 +181,11 @@ class MochaStrategy(PersonalizedStrategy):
     def after_round(self, server_round: int) -> None:  # noqa: D102
         self.recorder.log_matrix("omega", server_round, self.omega)
 
-    def checkpoint_state(self):  # noqa: D102
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:  # noqa: D102
         arrays, meta = super().checkpoint_state()
         return {**arrays, "w": self.w, "omega": self.omega}, meta
 
-    def restore_state(self, arrays, meta):  # noqa: D102
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:  # noqa: D102
         super().restore_state(arrays, meta)
         self.w, self.omega = np.array(arrays["w"]), np.array(arrays["omega"])
 

@@ -72,7 +72,9 @@ class PartialSharingClient(BaseClient):
         super().__init__(*args, **kwargs)
         self.mask = layer_mask(list(self.model.state_dict()), list(self.hp["shared_layers"]))
 
-    def personalize(self, parameters, config, commit):  # noqa: D102
+    def personalize(  # noqa: D102
+        self, parameters: Weights, config: dict, commit: bool
+    ) -> tuple[Weights, dict[str, float | int | str]]:
         kept = self.load_state("kept_layers")
         if kept is None:
             _, kept = split_by_mask(self.initial_weights(), self.mask)

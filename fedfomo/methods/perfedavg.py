@@ -8,7 +8,7 @@ Settings: ``method.alpha`` (inner, personalization step) and ``method.beta`` (ou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -19,6 +19,9 @@ from fedfomo.methods.fedavg import FedAvgStrategy
 from fedfomo.methods.functional_loop import FunctionalLoopClient, GradFn, Params, gradient_step
 from fedfomo.models import get_weights
 from fedfomo.training import round_lr
+
+if TYPE_CHECKING:
+    from fedfomo.client import Weights
 
 
 def perfedavg_fo_step(params: Params, grad_fn: GradFn, inner_batch: Any, outer_batch: Any, *,
@@ -61,14 +64,16 @@ class PerFedAvgClient(FunctionalLoopClient):
     one local training batch (``method_params``: ``alpha``, ``beta``).
     """
 
-    def personalize(self, parameters, config, commit):  # noqa: D102
+    def personalize(  # noqa: D102
+        self, parameters: Weights, config: dict, commit: bool
+    ) -> tuple[Weights, dict[str, float | int | str]]:
         if len(self.data.train_y) == 0:
             return list(parameters), {}
         batch = self.train_batch(int(config.get("server_round", 0)))
         theta, _ = gradient_step(self.params_of(list(parameters)), self.grad_fn(), batch, float(self.hp["alpha"]))
         return self.weights_of(theta, list(parameters)), {}
 
-    def local_training(self, server_round, start):  # noqa: D102
+    def local_training(self, server_round: int, start: Weights) -> float:  # noqa: D102
         alpha = float(self.hp["alpha"])
         beta = round_lr(float(self.hp["beta"]), self.s.lr_decay, server_round)
         batches = self.epoch_batches(server_round)

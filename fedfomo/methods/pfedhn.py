@@ -122,14 +122,14 @@ class PFedHNStrategy(PersonalizedStrategy):
         with torch.no_grad():
             return [t.numpy().astype(d) for t, d in zip(self.hnet(cid), self.dtypes)]
 
-    def download(self, cid, server_round):  # noqa: D102
+    def download(self, cid: int, server_round: int) -> tuple[Weights, dict[str, int | float | str]]:  # noqa: D102
         self.sent[cid] = self.generate(cid)
         return self.sent[cid], {}
 
-    def final_download(self, cid):  # noqa: D102
+    def final_download(self, cid: int) -> tuple[Weights, dict[str, int | float | str]]:  # noqa: D102
         return self.generate(cid), {}
 
-    def aggregate(self, server_round, uploads: dict[int, Upload]):  # noqa: D102
+    def aggregate(self, server_round: int, uploads: dict[int, Upload]) -> None:  # noqa: D102
         for cid in sorted(uploads):
             delta = [torch.from_numpy(np.asarray(s, dtype=np.float32) - np.asarray(t, dtype=np.float32))
                      for s, t in zip(self.sent.pop(cid), uploads[cid].weights)]
@@ -141,7 +141,7 @@ class PFedHNStrategy(PersonalizedStrategy):
             self.optimizer.step()
         self.sent.clear()
 
-    def checkpoint_state(self):  # noqa: D102
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:  # noqa: D102
         arrays, meta = super().checkpoint_state()
         for name, tensor in self.hnet.state_dict().items():
             arrays[f"hnet/{name}"] = tensor.numpy()
@@ -153,7 +153,7 @@ class PFedHNStrategy(PersonalizedStrategy):
                 buffers.append(i)
         return arrays, {**meta, "momentum": buffers}
 
-    def restore_state(self, arrays, meta):  # noqa: D102
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:  # noqa: D102
         super().restore_state(arrays, meta)
         self.hnet.load_state_dict({n: torch.from_numpy(np.array(arrays[f"hnet/{n}"]))
                                    for n in self.hnet.state_dict()})

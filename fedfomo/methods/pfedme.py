@@ -8,7 +8,7 @@ Authors' code: CharlieDinh/pFedMe. Settings: ``method.lambda``, ``method.inner_s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -18,8 +18,11 @@ from fedfomo.methods import Method
 from fedfomo.methods.fedavg import FedAvgStrategy
 from fedfomo.methods.functional_loop import FunctionalLoopClient, GradFn, Params
 from fedfomo.models import get_weights
-from fedfomo.strategy import weighted_average
+from fedfomo.strategy import Weights, weighted_average
 from fedfomo.training import round_lr
+
+if TYPE_CHECKING:
+    from fedfomo.messages import Upload
 
 PERSONAL_MODELS = ("last_theta", "from_global")
 
@@ -105,7 +108,9 @@ class PFedMeClient(FunctionalLoopClient):
     def _keeps_theta(self) -> bool:
         return str(self.hp.get("personal_model", "last_theta")) == "last_theta"
 
-    def personalize(self, parameters, config, commit):  # noqa: D102
+    def personalize(  # noqa: D102
+        self, parameters: Weights, config: dict, commit: bool
+    ) -> tuple[Weights, dict[str, float | int | str]]:
         if len(self.data.train_y) == 0:
             return list(parameters), {}
         kept = self.load_state(self.STATE_KEY) if self._keeps_theta() else None
@@ -115,7 +120,7 @@ class PFedMeClient(FunctionalLoopClient):
         theta, _ = self._solve(w, w, self.train_batch(int(config.get("server_round", 0))), self.grad_fn())
         return self.weights_of(theta, list(parameters)), {}
 
-    def local_training(self, server_round, start):  # noqa: D102
+    def local_training(self, server_round: int, start: Weights) -> float:  # noqa: D102
         lam = float(self.hp["lambda"])
         eta = round_lr(float(self.hp["lr"]), self.s.lr_decay, server_round)
         base = get_weights(self.model)
@@ -156,12 +161,12 @@ class PFedMeStrategy(FedAvgStrategy):
         self.beta = beta
         self.train_all_clients = train_all_clients
 
-    def train_clients(self, server_round):  # noqa: D102
+    def train_clients(self, server_round: int) -> list[int]:  # noqa: D102
         if self.train_all_clients:
             return list(range(self.num_clients))
         return super().train_clients(server_round)
 
-    def aggregate(self, server_round, uploads):  # noqa: D102
+    def aggregate(self, server_round: int, uploads: dict[int, Upload]) -> Weights | None:  # noqa: D102
         if self.train_all_clients:
             sampled = set(self.sampled_clients(server_round))
             uploads = {cid: up for cid, up in uploads.items() if cid in sampled}
