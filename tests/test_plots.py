@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedfomo.messages import encode_floats, encode_ids
+from fedfomo.messages import decode_floats, decode_ids, encode_floats, encode_ids
 from fedfomo.plots import (
+    TIME_LABELS,
     client_groups,
     client_weight_series,
     default_rounds,
@@ -129,3 +130,81 @@ def test_cli_as_module_defaults_to_run_figures(tmp_path):
                           timeout=120, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert len(list((run / "figures").glob("*.png"))) == 3
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Figures the plot functions draw, captured instead of only their PNG bytes."""
+    from fedfomo import plots
+
+    figures = []
+    save = plots._save
+
+    def capture(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    return figures
+
+
+def test_affinity_heatmap_shows_p_reordered_with_the_diagonal_hidden(tmp_path, drawn):
+    run = _write_run(tmp_path / "run")
+    plot_affinity(run, [1, 3], tmp_path / "p.png")
+    (fig,) = drawn
+    heat = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in heat] == ["P after round 1", "P after round 3"]
+    order = [1, 3, 2, 5, 0, 4]  # clusters 0, 0, 1, 1, 2, 2
+    for ax, r in zip(heat, (1, 3), strict=True):
+        p = np.load(run / "affinity" / f"round_{r:03d}.npy")
+        shown = ax.get_images()[0].get_array()
+        assert shown.mask.diagonal().all() and not shown.mask[~np.eye(K, dtype=bool)].any()
+        off = ~np.eye(K, dtype=bool)
+        np.testing.assert_allclose(shown.data[off], p[np.ix_(order, order)][off])
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(c) for c in order]
+        assert ax.get_xlabel() and ax.get_ylabel()
+        # two cluster boundaries, each drawn as one horizontal and one vertical line
+        assert sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_ydata()[0] == line.get_ydata()[1]
+                      and line.get_xdata()[0] != line.get_xdata()[1]) == [1.5, 3.5]
+    assert "latent distribution" in fig._suptitle.get_text()
+
+
+def test_client_weight_lines_are_the_logged_weights(tmp_path, drawn):
+    run = _write_run(tmp_path / "run")
+    with (run / "clients.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["cid"] == "2" and r["candidate_ids"]]
+    expected: dict[int, list[tuple[int, float]]] = {}
+    for row in rows:
+        for n, w in zip(decode_ids(row["candidate_ids"]), decode_floats(row["weights"]), strict=True):
+            if n != 2:
+                expected.setdefault(int(n), []).append((int(row["round"]), float(w)))
+    plot_client_weights(run, 2, tmp_path / "w.png")
+    (fig,) = drawn
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == {f"client {n} ({name})" for n, name in
+                          ((n, f"dist {[2, 0, 1, 0, 2, 1][n]}") for n in expected)}
+    for n, points in expected.items():
+        line = lines[f"client {n} (dist {[2, 0, 1, 0, 2, 1][n]})"]
+        assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == points
+    assert ax.get_title().startswith("Client 2 (dist 1, val/test from dist 0)")
+    assert ax.get_xlabel() == "round" and ax.get_ylabel() == "raw weight w_(2,n)"
+    assert any(gl.get_visible() for gl in ax.get_xgridlines())
+
+
+def test_time_split_bars_stack_the_logged_phases(tmp_path, drawn):
+    run = _write_run(tmp_path / "run")
+    plot_time_split(run, tmp_path / "t.png")
+    (fig,) = drawn
+    ax = fig.axes[0]
+    stacks = ax.containers
+    assert len(stacks) == 5
+    # rounds.csv: eval 0 / 1.5 / 1.5, merge 0.01, train 4.0, test 0.3, communication 0.5
+    tops = np.array([[b.get_y() + b.get_height() for b in bars] for bars in stacks])
+    np.testing.assert_allclose(tops[:, 0], [0.0, 0.01, 4.01, 4.31, 4.81])
+    np.testing.assert_allclose(tops[:, 2], [1.5, 1.51, 5.51, 5.81, 6.31])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(legend) == sorted([*TIME_LABELS, "round wall time"])
+    (wall,) = ax.get_lines()
+    assert list(wall.get_xdata()) == [1, 2, 3] and list(wall.get_ydata()) == [3.0, 3.0, 3.0]
+    assert ax.get_title() == "Time per round by phase" and ax.get_xlabel() == "round"
