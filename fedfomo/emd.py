@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy.stats import wasserstein_distance
 
 GROUNDS = ("index", "discrete")
@@ -155,12 +156,12 @@ TRAIN_LABEL_COUNTS = {
 }
 
 
-def authors_emd_counts(client_counts: np.ndarray, reference_counts: np.ndarray) -> float:
+def authors_emd_counts(client_counts: ArrayLike, reference_counts: ArrayLike) -> float:
     """The authors' EMD from per-class counts over the same classes (see :func:`authors_emd`).
 
     Parameters
     ----------
-    client_counts, reference_counts : np.ndarray
+    client_counts, reference_counts : array_like
         Non-negative counts (or weights) per class, shape (C,) each, each with a positive total.
 
     Returns

@@ -12,7 +12,7 @@ sub-federation / global averages downloaded as extra candidates (:func:`subfeder
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -280,8 +280,8 @@ def average_models(models: Sequence[Weights], weights: Sequence[float] | None = 
 
 def server_averages(
     labels: np.ndarray,
-    store: dict[int, Weights],
-    store_round: dict[int, int],
+    store: Mapping[int, Weights],
+    store_round: Mapping[int, int],
     sizes: dict[int, int],
     which: str,
 ) -> tuple[list[int], list[Weights]]:
@@ -297,9 +297,9 @@ def server_averages(
     ----------
     labels : np.ndarray
         Sub-federation of every client (:func:`subfederation_labels`).
-    store : dict of int to list of np.ndarray
+    store : mapping of int to list of np.ndarray
         Every client's latest upload (clients that never uploaded are absent).
-    store_round : dict of int to int
+    store_round : mapping of int to int
         Round of each stored upload.
     sizes : dict of int to int
         Training-set size of each client (a missing one counts 1).

@@ -165,7 +165,7 @@ def kill_orphans(home: str | Path) -> int:
 def processes_with_env(name: str, value: str) -> list[int]:
     """Ids of this user's processes whose environment has ``name=value`` (Linux ``/proc``; else none)."""
     needle = f"{name}={value}".encode()
-    found = []
+    found: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():
         return found

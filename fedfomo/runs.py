@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -85,7 +85,7 @@ def _atomic_write(path: str | Path, write: Callable[[BinaryIO], object], *, dura
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = None
+    f: BinaryIO | None = None
     if reuse is not None:
         tmp = str(path.parent / f".{path.name}.{os.getpid()}.reuse.tmp")
         try:
@@ -142,7 +142,7 @@ def atomic_save_npz(path: str | Path, arrays: dict[str, np.ndarray], *, durable:
     _atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}), durable=durable)
 
 
-def atomic_save_arrays(path: str | Path, arrays: dict[str, np.ndarray | bytes], *, durable: bool = True,
+def atomic_save_arrays(path: str | Path, arrays: Mapping[str, np.ndarray | bytes], *, durable: bool = True,
                        reuse: str | Path | None = None) -> None:
     """Named arrays as one ``.npys`` file, atomically: a stream of ``.npy`` records, names first.
 

@@ -192,7 +192,7 @@ def vgg_accuracy(model: nn.Module, ds: ImageDataset, device: torch.device, batch
 @torch.no_grad()
 
 
-def vgg_embed(model: nn.Module, x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
+def vgg_embed(model: VGG11, x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...],
               device: torch.device, batch_size: int = 1000, precision: str = "fp32") -> np.ndarray:
     """The 4096-d activation (after ReLU) of VGG-11's second FC layer for every image of ``x``."""
     model.eval()
